@@ -94,6 +94,7 @@ def generate_series(
     progress_state = _prepare_folder(out, fingerprint, overwrite)
     manifest = out / "series.yaml"
     if progress_state is None:
+        print_volume_table(json.loads((out / "truth.json").read_text()), console)
         console.print(f"[green]{manifest} is complete for these settings; nothing to do.")
         return load_series(manifest)
 
