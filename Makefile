@@ -12,11 +12,13 @@ $(INSTALLED): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(INSTALLED)
 
-# Generate the synthetic operando cell (25 scans) and summarise it: a table of per-scan class
-# volumes on the console, volumes.csv, and preview.png (a cross-section with its labels).
+# Generate the synthetic operando cell (25 scans) and summarise it (per-scan class volumes,
+# preview.png), then train the small network on its sparse hand labels (about a minute on a CPU).
 demo: $(INSTALLED)
 	$(BIN)/python synth.py out=$(DEMO_DIR)/synthetic
-	@echo "demo outputs: $(DEMO_DIR)/synthetic (series.yaml, truth.json, volumes.csv, preview.png, tiff/)"
+	$(BIN)/python train.py series=$(DEMO_DIR)/synthetic/series.yaml paths.root_dir=$(DEMO_DIR)
+	@echo "demo outputs: $(DEMO_DIR)/synthetic (series, truth.json, preview.png, tiff/)"
+	@echo "              $(DEMO_DIR)/logs/train/<time>/ (checkpoints, metrics, overlays, split)"
 
 # The test command CI runs: lint, then the whole suite on CPU.
 test: $(INSTALLED)

@@ -60,5 +60,6 @@ CLASS_COLORS: dict[str, str] = {
     "plating_electrode": "#4363d8",
     "stripping_electrode": "#f58231",
     "electrode": "#4363d8",
+    "li": "#3cb44b",
 }
 """Overlay colour of each class name in figures (background transparent)."""

@@ -23,7 +23,7 @@ class HandLabelSettings:
     scans: tuple[int, ...] = (0, 6, 12, 18, 24)
     """Indices (in time order) of the scans that get hand labels."""
     in_plane_per_scan: int = 3
-    cross_sections_per_scan: int = 2
+    cross_sections_per_scan: int = 4
     coverage: float = 0.45
     """Target share of a slice's pixels that get painted."""
     brush_radius_px: tuple[int, int] = (2, 7)

@@ -11,13 +11,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.colors import ListedColormap, to_rgba
 from matplotlib.patches import Patch
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from batteryct.classes import CLASS_COLORS
+from batteryct.figures import class_colormap
 from batteryct.series import Series
 
 
@@ -34,7 +34,7 @@ def print_volume_table(truth: dict[str, Any], console: Console) -> None:
         volumes = [f"{scan['volume_um3'][name] / 1e3:,.0f}" for name in names]
         table.add_row(scan["id"], f"{scan['minutes']:g}", scan["phase"], *volumes)
     if not console.is_terminal and console.width < 110:
-        console = Console(file=console.file, width=110)  # logs and pipes: no need to squeeze
+        console = Console(file=console.file, width=110, quiet=console.quiet)  # logs, pipes
     console.print(table)
 
 
@@ -55,15 +55,6 @@ def write_volume_csv(path: Path, truth: dict[str, Any]) -> None:
                         scan["volume_um3"][name],
                     ]
                 )
-
-
-def class_colormap(classes: dict[int, str]) -> ListedColormap:
-    """A colormap indexed by class id (transparent background)."""
-    n = max(classes) + 1
-    colors = [(0.0, 0.0, 0.0, 0.0)] * n
-    for cid, name in classes.items():
-        colors[cid] = to_rgba(CLASS_COLORS.get(name, "#aaaaaa"))
-    return ListedColormap(colors)
 
 
 def write_preview(path: Path, series: Series, index_of_interest: int) -> None:

@@ -1,0 +1,105 @@
+"""Patch sampling from labelled slices, with MONAI augmentation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from batteryct.data.label_map import IGNORE_INDEX
+from batteryct.data.slices import LabelledSlice
+from batteryct.errors import ConfigError
+
+MAX_PLACEMENT_TRIES = 20
+
+
+class PatchDataset(Dataset):
+    """Square-ish 2D patches placed where labels are.
+
+    A patch is centred near a labelled pixel drawn at random (slices weighted by their labelled
+    area) and kept once its labelled fraction reaches `min_labelled_fraction` (else the best of
+    a few tries). With `fixed=True` patch i is the same in every epoch (validation, test);
+    otherwise each draw is fresh, from the DataLoader worker's seeded generator.
+    """
+
+    def __init__(
+        self,
+        slices: Sequence[LabelledSlice],
+        patch_size: tuple[int, int],
+        n_patches: int,
+        min_labelled_fraction: float = 0.05,
+        transform: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
+        fixed: bool = False,
+        seed: int = 0,
+    ) -> None:
+        if not slices:
+            raise ConfigError("no labelled slices to sample patches from")
+        self.slices = list(slices)
+        self.patch_size = (int(patch_size[0]), int(patch_size[1]))
+        for item in self.slices:
+            height, width = item.target.shape
+            if height < self.patch_size[0] or width < self.patch_size[1]:
+                raise ConfigError(
+                    f"data.patch_size {list(self.patch_size)} is larger than slice "
+                    f"{item.ref.name()} ({height} × {width}); use a patch of at most "
+                    f"{min(s.target.shape[0] for s in self.slices)} × "
+                    f"{min(s.target.shape[1] for s in self.slices)} or another orientation"
+                )
+        self.n_patches = int(n_patches)
+        self.min_labelled_fraction = float(min_labelled_fraction)
+        self.transform = transform
+        self.fixed = fixed
+        self.seed = seed
+        self._labelled = [np.flatnonzero(s.target.ravel() != IGNORE_INDEX) for s in self.slices]
+        weights = np.array([idx.size for idx in self._labelled], float)
+        if weights.sum() == 0:
+            raise ConfigError("the labelled slices hold no labelled pixel")
+        self._weights = weights / weights.sum()
+        self._rng: np.random.Generator | None = None
+
+    def __len__(self) -> int:
+        return self.n_patches
+
+    def _generator(self, index: int) -> np.random.Generator:
+        if self.fixed:
+            return np.random.default_rng([self.seed, index])
+        if self._rng is None:  # one per worker process, seeded by the DataLoader
+            self._rng = np.random.default_rng(torch.initial_seed() % 2**63)
+        return self._rng
+
+    def place(self, index: int) -> tuple[int, int, int]:
+        """(slice number, top row, left column) of patch `index`."""
+        rng = self._generator(index)
+        ph, pw = self.patch_size
+        best: tuple[float, tuple[int, int, int]] = (-1.0, (0, 0, 0))
+        for _ in range(MAX_PLACEMENT_TRIES):
+            which = int(rng.choice(len(self.slices), p=self._weights))
+            target = self.slices[which].target
+            height, width = target.shape
+            pixel = int(rng.choice(self._labelled[which]))
+            row, col = divmod(pixel, width)
+            top = int(np.clip(row - rng.integers(ph), 0, height - ph))
+            left = int(np.clip(col - rng.integers(pw), 0, width - pw))
+            fraction = float((target[top : top + ph, left : left + pw] != IGNORE_INDEX).mean())
+            if fraction >= self.min_labelled_fraction:
+                return which, top, left
+            if fraction > best[0]:
+                best = (fraction, (which, top, left))
+        return best[1]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        which, top, left = self.place(index)
+        ph, pw = self.patch_size
+        item = self.slices[which]
+        image = torch.from_numpy(item.image[top : top + ph, left : left + pw].copy())[None]
+        target = torch.from_numpy(item.target[top : top + ph, left : left + pw].astype(np.int64))
+        if self.transform is None:
+            return {"image": image, "label": target}
+        # Shift labels so that "unlabelled" is 0: MONAI pads and resamples labels with zeros.
+        shifted = torch.where(target == IGNORE_INDEX, 0, target + 1)[None].float()
+        out = self.transform({"image": image, "label": shifted})
+        label = torch.as_tensor(out["label"])[0].round().long() - 1
+        label[label < 0] = IGNORE_INDEX
+        return {"image": torch.as_tensor(out["image"]).float(), "label": label}

@@ -1,0 +1,108 @@
+"""One training run from a composed Hydra config (what `train.py` calls)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from batteryct.data import PatchDataModule
+from batteryct.errors import ConfigError
+from batteryct.models.callbacks import SaveResolvedConfig
+from batteryct.models.module import SegmentationModule
+from batteryct.models.weights import load_matching_weights
+from batteryct.synth import generate_series
+
+log = logging.getLogger(__name__)
+
+OmegaConf.register_new_resolver("len", lambda items: len(items), replace=True)
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Train (and optionally test) one model; return the value of `cfg.optimized_metric`."""
+    pl.seed_everything(cfg.seed, workers=True)
+    run_dir = Path(cfg.run_dir)
+    ensure_default_series(Path(cfg.series), Path(cfg.paths.data_dir))
+
+    datamodule: PatchDataModule = instantiate(cfg.data, _convert_="all")
+    net = instantiate(cfg.model.net, _convert_="all")
+    module: SegmentationModule = instantiate(
+        cfg.model.module, net=net, class_names=datamodule.class_names, _convert_="all"
+    )
+    callbacks = [
+        *_instantiate_all(cfg.get("callbacks")),
+        SaveResolvedConfig(cfg, str(run_dir / "checkpoints")),
+    ]
+    loggers = _instantiate_all(cfg.get("logger"))
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    module.run_info = {
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "class_names": datamodule.class_names,
+        "orientation": datamodule.orientation,
+        "patch_size": list(datamodule.patch_size),
+        "label_map": OmegaConf.to_container(cfg.data.label_map, resolve=True),
+    }
+    module.output_dir = run_dir
+    if cfg.get("init_from"):
+        load_matching_weights(module.net, cfg.init_from)
+
+    datamodule.setup("fit")
+    if trainer.is_global_zero:
+        datamodule.save_split(run_dir / "split.json")
+        for logger in trainer.loggers:
+            logger.log_hyperparams({"split": {k: len(v) for k, v in datamodule.split.items()}})
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    value = _optimized_value(trainer, cfg.get("optimized_metric"))
+    if cfg.get("test"):
+        trainer.test(
+            module, datamodule=datamodule, ckpt_path="best" if _has_best(trainer) else None
+        )
+    return value
+
+
+def ensure_default_series(series: Path, data_dir: Path) -> None:
+    """Generate the embedded synthetic cell on first use when `series` is its default path."""
+    default = data_dir / "synthetic" / "series.yaml"
+    if series.exists() or series.resolve() != default.resolve():
+        return
+    log.info("%s is absent: generating the synthetic cell (default settings) first", series)
+    generate_series(default.parent)
+
+
+def _instantiate_all(group: Mapping[str, Any] | None) -> list[Any]:
+    if not group:
+        return []
+    return [
+        instantiate(item, _convert_="all")
+        for item in group.values()
+        if item is not None and "_target_" in item
+    ]
+
+
+def _has_best(trainer: pl.Trainer) -> bool:
+    callback = trainer.checkpoint_callback
+    return isinstance(callback, ModelCheckpoint) and bool(callback.best_model_path)
+
+
+def _optimized_value(trainer: pl.Trainer, metric: str | None) -> float | None:
+    """The best value of the metric if the checkpoint callback tracks it, else its last value."""
+    if not metric:
+        return None
+    callback = trainer.checkpoint_callback
+    if (
+        isinstance(callback, ModelCheckpoint)
+        and callback.monitor == metric
+        and callback.best_model_score is not None
+    ):
+        return float(callback.best_model_score)
+    value = trainer.callback_metrics.get(metric)
+    if value is None:
+        logged = sorted(trainer.callback_metrics)
+        raise ConfigError(f"optimized_metric {metric!r} was never logged; logged: {logged}")
+    return float(value)

@@ -1,0 +1,36 @@
+"""Compose small training configs for tests (the real conf/, small overrides)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+import batteryct.training  # noqa: F401  (registers the ${len:} resolver)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SMALL_RUN = (
+    "data.patch_size=[32,32]",
+    "data.batch_size=8",
+    "data.train_patches_per_epoch=32",
+    "data.val_patches=16",
+    "data.test_patches=16",
+    "trainer.max_epochs=2",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "callbacks.progress_bar=null",
+    "callbacks.overlays.n_images=2",
+)
+
+
+def small_overrides(series: Path, run_dir: Path) -> list[str]:
+    """Overrides for a quick CPU run on `series`, writing into `run_dir`."""
+    return [f"series={series}", f"run_dir={run_dir}", f"paths.root_dir={run_dir}", *SMALL_RUN]
+
+
+def train_config(series: Path, run_dir: Path, *overrides: str) -> DictConfig:
+    """The train config as `train.py` composes it, with small settings and `overrides` last."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=[*small_overrides(series, run_dir), *overrides])

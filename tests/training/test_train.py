@@ -1,0 +1,235 @@
+"""Training runs through `batteryct.training.train` with the real configs (in-process, CPU)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from monai.networks.nets import UNet
+
+from batteryct.models import CHECKPOINT_KEY, CheckpointMismatchError, load_matching_weights
+from batteryct.training import train
+from tests.training.helpers import train_config
+
+
+def _epochs(run_dir: Path, key: str) -> list[float]:
+    with (run_dir / "csv" / "metrics.csv").open() as handle:
+        return [float(row[key]) for row in csv.DictReader(handle) if row.get(key)]
+
+
+@pytest.fixture(scope="module")
+def series(small_series_dir: Path) -> Path:
+    return small_series_dir / "series.yaml"
+
+
+def test_fast_dev_run(series: Path, tmp_path: Path) -> None:
+    value = train(train_config(series, tmp_path, "+trainer.fast_dev_run=true"))
+    assert value is not None and 0.0 <= value <= 1.0
+
+
+def test_short_fit_improves_validation_iou_and_leaves_its_records(
+    series: Path, tmp_path: Path
+) -> None:
+    cfg = train_config(
+        series, tmp_path, "trainer.max_epochs=6", "data.train_patches_per_epoch=96", "seed=1"
+    )
+    best = train(cfg)
+    ious = _epochs(tmp_path, "val/iou_mean")
+    assert len(ious) == 6
+    assert max(ious[1:]) > ious[0]
+    assert best == pytest.approx(max(ious), abs=1e-6) or best == pytest.approx(ious[-1])
+    assert (tmp_path / "checkpoints" / "last.ckpt").exists()
+    assert (tmp_path / "checkpoints" / "config.yaml").exists()
+    assert sorted(p.name for p in (tmp_path / "overlays").glob("*.png"))[:1] == ["epoch_0000.png"]
+    split = json.loads((tmp_path / "split.json").read_text())
+    assert set(split) == {"train", "val"} and split["val"]
+    assert (tmp_path / "val_confusion.csv").exists()
+    names = set(_read_header(tmp_path / "csv" / "metrics.csv"))
+    expected = {"val/acc", "val/iou_total", "val/iou_mean", "val/loss"}
+    expected |= {
+        f"val/iou_{c}" for c in ("background", "dendrite", "pit", "deposited_li", "electrode")
+    }
+    assert expected <= names
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    info = checkpoint[CHECKPOINT_KEY]
+    assert info["class_names"] == ["background", "dendrite", "pit", "deposited_li", "electrode"]
+    assert info["orientation"] == "cross_section" and info["patch_size"] == [32, 32]
+
+
+def _read_header(path: Path) -> list[str]:
+    with path.open() as handle:
+        return next(csv.reader(handle))
+
+
+def test_resume_from_last_checkpoint_continues_the_run(series: Path, tmp_path: Path) -> None:
+    first = tmp_path / "first"
+    train(train_config(series, first, "trainer.max_epochs=2"))
+    last = first / "checkpoints" / "last.ckpt"
+    steps_per_epoch = torch.load(last, weights_only=False)["global_step"] // 2
+    second = tmp_path / "second"
+    train(train_config(series, second, "trainer.max_epochs=3", f"ckpt_path={last}"))
+    resumed = torch.load(second / "checkpoints" / "last.ckpt", weights_only=False)
+    assert resumed["epoch"] == 2
+    assert resumed["global_step"] == 3 * steps_per_epoch
+    assert (
+        _epochs(second, "epoch")
+        and set(_epochs(second, "val/acc"))
+        and min(_epochs(second, "epoch")) == 2
+    )
+
+
+def test_start_from_a_checkpoint_with_another_number_of_classes(
+    series: Path, tmp_path: Path, caplog
+) -> None:
+    five = tmp_path / "five"
+    train(train_config(series, five, "trainer.max_epochs=1"))
+    source = torch.load(five / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    binary = tmp_path / "binary"
+    cfg = train_config(
+        series,
+        binary,
+        "experiment=iter2/deposited_li",
+        "scale=laptop",
+        "data.patch_size=[32,32]",
+        "trainer.max_epochs=1",
+        f"init_from={five / 'checkpoints' / 'last.ckpt'}",
+        "data.batch_size=8",
+        "data.train_patches_per_epoch=32",
+        "data.val_patches=16",
+    )
+    net = instantiate(cfg.model.net)
+    with caplog.at_level(logging.INFO, logger="batteryct.models.weights"):
+        transfer = load_matching_weights(net, cfg.init_from)
+    assert transfer.loaded and transfer.skipped
+    # the skipped tensors are exactly those whose shape depends on the number of classes
+    for name in transfer.skipped:
+        assert source[f"net.{name}"].shape != net.state_dict()[name].shape
+    for name in transfer.loaded:
+        assert torch.equal(net.state_dict()[name], source[f"net.{name}"])
+    assert "not loaded" in caplog.text
+    assert train(cfg) is not None  # and the run itself goes through
+
+
+def test_a_checkpoint_of_another_network_is_refused(series: Path, tmp_path: Path) -> None:
+    train(train_config(series, tmp_path, "trainer.max_epochs=1"))
+    other = UNet(2, 1, 5, channels=(8, 16, 32), strides=(2, 2), num_res_units=0)
+    with pytest.raises(CheckpointMismatchError, match="does not fit the network"):
+        load_matching_weights(other, tmp_path / "checkpoints" / "last.ckpt")
+    with pytest.raises(CheckpointMismatchError, match="does not exist"):
+        load_matching_weights(other, tmp_path / "nope.ckpt")
+
+
+def test_resunet7_is_monais_unet_with_the_papers_arguments(series: Path, tmp_path: Path) -> None:
+    cfg = train_config(series, tmp_path, "model/net=resunet7")
+    ours = instantiate(cfg.model.net)
+    theirs = UNet(
+        spatial_dims=2,
+        in_channels=1,
+        out_channels=5,
+        channels=(32, 64, 128, 256, 512, 512, 512),
+        strides=(2, 2, 2, 2, 2, 2),
+        kernel_size=3,
+        up_kernel_size=3,
+        num_res_units=2,
+        act="PRELU",
+        norm="BATCH",
+        dropout=0.2,
+    )
+    count = sum(p.numel() for p in ours.parameters())
+    assert count == sum(p.numel() for p in theirs.parameters())
+    assert count > 10_000_000
+    with torch.no_grad():
+        assert ours.eval()(torch.zeros(1, 1, 64, 64)).shape == (1, 5, 64, 64)
+
+
+def test_wandb_offline_run_writes_its_run_folder(series: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    train(
+        train_config(
+            series, tmp_path, "logger=wandb", "logger.wandb.offline=true", "trainer.max_epochs=1"
+        )
+    )
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    assert any(runs[0].rglob("*.wandb"))
+
+
+@pytest.mark.parametrize(
+    "experiment",
+    [
+        "iter1_inplane",
+        "iter2/deposited_li",
+        "iter2/redeposited_li",
+        "iter2/electrode",
+        "iter3_multiclass",
+    ],
+)
+def test_iteration_experiments_run_end_to_end(
+    series: Path, tmp_path: Path, experiment: str
+) -> None:
+    cfg = train_config(
+        series,
+        tmp_path,
+        f"experiment={experiment}",
+        "scale=laptop",
+        "data.patch_size=[32,32]",
+        "data.batch_size=8",
+        "data.train_patches_per_epoch=32",
+        "data.val_patches=16",
+        "trainer.max_epochs=1",
+    )
+    assert train(cfg) is not None
+    assert (tmp_path / "checkpoints" / "last.ckpt").exists()
+
+
+def test_refined_iteration_fine_tunes_and_reports_test_iou(series: Path, tmp_path: Path) -> None:
+    base = [
+        "scale=laptop",
+        "data.patch_size=[32,32]",
+        "data.batch_size=8",
+        "data.train_patches_per_epoch=32",
+        "data.val_patches=16",
+        "data.test_patches=16",
+        "trainer.max_epochs=1",
+    ]
+    iter3 = tmp_path / "iter3"
+    train(train_config(series, iter3, "experiment=iter3_multiclass", *base))
+    refined = tmp_path / "iter4"
+    cfg = train_config(
+        series,
+        refined,
+        "experiment=iter4_refined",
+        *base,
+        f"init_from={iter3 / 'checkpoints' / 'last.ckpt'}",
+    )
+    assert list(cfg.data.split) == [0.72, 0.13, 0.15] and cfg.test
+    train(cfg)
+    table = json.loads((refined / "test_iou.json").read_text())
+    assert set(table["per_class_iou"]) == {
+        "background",
+        "dendrite",
+        "pit",
+        "deposited_li",
+        "electrode",
+    }
+    with (refined / "test_iou.csv").open() as handle:
+        rows = {row["class"]: row["iou"] for row in csv.DictReader(handle)}
+    assert {"background", "electrode", "mean", "total", "accuracy"} <= set(rows)
+    split = json.loads((refined / "split.json").read_text())
+    assert split["test"] and not set(map(str, split["test"])) & set(map(str, split["train"]))
+
+
+def test_tensorboard_logger_receives_metrics_and_overlays(series: Path, tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train(train_config(series, tmp_path, "logger=tensorboard", "trainer.max_epochs=1"))
+    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    assert "val/iou_total" in events.Tags()["scalars"]
+    assert "val/overlays" in events.Tags()["images"]
