@@ -41,7 +41,7 @@ def test_a_batch_without_labels_gives_zero_loss_with_gradients() -> None:
     logits = torch.randn(1, 3, 4, 4, requires_grad=True)
     loss = module.loss(logits, torch.full((1, 4, 4), IGNORE_INDEX))
     loss.backward()
-    assert float(loss) == 0.0 and torch.all(logits.grad == 0)
+    assert loss.item() == 0.0 and torch.all(logits.grad == 0)
 
 
 def test_class_weights_must_match_the_classes() -> None:

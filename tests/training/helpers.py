@@ -18,6 +18,7 @@ SMALL_RUN = (
     "data.val_patches=16",
     "data.test_patches=16",
     "trainer.max_epochs=2",
+    "trainer.log_every_n_steps=1",
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
     "callbacks.progress_bar=null",

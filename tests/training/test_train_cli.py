@@ -126,3 +126,14 @@ def test_user_errors_exit_with_a_message(small_series_dir: Path, tmp_path: Path)
     assert done.returncode == 2
     assert "patch_size [512, 512] is larger than slice" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_slurm_launcher_preset_composes_to_submitit(tmp_path: Path) -> None:
+    done = _train_py(
+        "hydra/launcher=slurm", "--cfg", "hydra", "--package", "hydra.launcher", root=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    launcher = yaml.safe_load(done.stdout)
+    launcher = launcher.get("hydra", launcher).get("launcher", launcher)
+    assert launcher["_target_"].endswith("SlurmLauncher")
+    assert launcher["gpus_per_node"] == 4 and launcher["tasks_per_node"] == 4

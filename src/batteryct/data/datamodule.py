@@ -39,7 +39,7 @@ class PatchDataModule(pl.LightningDataModule):
         series: str | Path,
         label_map: LabelMap,
         orientation: str = "cross_section",
-        patch_size: Sequence[int] = (64, 64),
+        patch_size: Sequence[int] = (512, 512),
         batch_size: int = 8,
         num_workers: int = 0,
         split: Sequence[float] = (0.85, 0.15),
