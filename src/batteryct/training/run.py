@@ -11,6 +11,9 @@ import lightning.pytorch as pl
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
+from rich import box
+from rich.console import Console
+from rich.table import Table
 
 from batteryct.data import PatchDataModule
 from batteryct.errors import ConfigError
@@ -83,6 +86,23 @@ def _instantiate_all(group: Mapping[str, Any] | None) -> list[Any]:
         for item in group.values()
         if item is not None and "_target_" in item
     ]
+
+
+def _print_summary(trainer: pl.Trainer, run_dir: Path, prefix: str) -> None:
+    """The last epoch's metrics of `prefix` as a table, and where the run's files are."""
+    metrics = {
+        k.split("/", 1)[1]: float(v)
+        for k, v in sorted(trainer.callback_metrics.items())
+        if k.startswith(f"{prefix}/")
+    }
+    table = Table(title=f"{prefix} metrics (epoch {trainer.current_epoch})", box=box.SIMPLE_HEAD)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in metrics.items():
+        table.add_row(name, f"{value:.4f}")
+    console = Console()
+    console.print(table)
+    console.print(f"run folder: {run_dir}")
 
 
 def _has_best(trainer: pl.Trainer) -> bool:
