@@ -7,7 +7,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-import batteryct.training  # noqa: F401  (registers the ${len:} resolver)
+import batteryct.config  # noqa: F401  (registers the ${len:} resolver)
 
 ROOT = Path(__file__).resolve().parents[2]
 

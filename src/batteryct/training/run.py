@@ -15,6 +15,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+import batteryct.config  # noqa: F401  (registers ${len:})
 from batteryct.data import PatchDataModule
 from batteryct.errors import ConfigError
 from batteryct.models.callbacks import SaveResolvedConfig
@@ -23,8 +24,6 @@ from batteryct.models.weights import load_matching_weights
 from batteryct.synth import generate_series
 
 log = logging.getLogger(__name__)
-
-OmegaConf.register_new_resolver("len", lambda items: len(items), replace=True)
 
 
 def train(cfg: DictConfig) -> float | None:

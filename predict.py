@@ -1,0 +1,40 @@
+"""Segment whole volumes with a trained model.
+
+`python predict.py ckpt=<checkpoint> series=<manifest> out=<folder> [trainer=ddp]`
+"""
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from batteryct.cli import report_user_errors
+from batteryct.predict import export_onnx, predict_series
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="predict")
+@report_user_errors
+def main(cfg: DictConfig) -> None:
+    if cfg.onnx:
+        print(f"wrote {export_onnx(cfg.ckpt, cfg.onnx)}")
+        return
+    trainer = instantiate(
+        cfg.trainer,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        precision="32-true",
+    )
+    predict_series(
+        ckpt=cfg.ckpt,
+        series=cfg.series,
+        out=cfg.out,
+        inference=instantiate(cfg.inference, _convert_="all"),
+        settings=instantiate(cfg.settings, _convert_="all"),
+        postprocess=instantiate(cfg.postprocess),
+        trainer=trainer,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,246 @@
+"""From the network's 5 classes to the 7-class analysis scheme, with physical plausibility.
+
+1. The electrode interfaces are found per (row, col) column from the predicted electrode: the
+   widest gap between electrode voxels is the electrolyte; its edges are the two interfaces, its
+   middle the mid-plane. Columns without a clear gap take the nearest good column's values.
+2. Each class is allowed only in its plausible depth band (between the outer faces of the two
+   electrodes; pits only inside the stripping electrode, near its interface; dendrites and
+   deposited Li only on the plating side of the mid-plane); voxels outside become background.
+   This replaces hand-typed per-scan slice ranges.
+3. Deposited Li on the stripping side of the mid-plane becomes redeposited Li; electrode voxels
+   become plating or stripping electrode by side (the manifest's `cell.plating_side`).
+4. Connected components smaller than `min_component_voxels` are removed (to background), within
+   slabs of `slab_rows` rows, so memory stays bounded; a component that touches a slab boundary
+   is kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from scipy import ndimage
+
+from batteryct.classes import ANALYSIS_CLASSES, class_id
+from batteryct.errors import ConfigError
+from batteryct.predict.volume import open_or_create
+from batteryct.series import Cell
+
+NETWORK_NAMES = ("background", "dendrite", "pit", "deposited_li", "electrode")
+
+
+@dataclass(frozen=True)
+class PostProcessSettings:
+    """Post-processing of network labels (recorded in the predictions manifest)."""
+
+    enabled: bool = True
+    pit_depth_um: float | None = None
+    """How deep under the stripping interface pits may reach; None: the whole electrode."""
+    band_margin_um: float = 5.0
+    """Tolerance beyond an interface when testing whether a class lies in its band."""
+    min_component_voxels: int = 8
+    slab_rows: int = 64
+    smooth_columns: int = 5
+    """Median filter (pixels) over the interface maps."""
+
+
+def find_interfaces(electrode: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per column of a (depth, rows, cols) electrode mask: (outer face of the first electrode,
+    its inner face, inner face of the second, its outer face) as depth indices, NaN where the
+    column has no two separate electrode layers."""
+    depth = electrode.shape[0]
+    index = np.arange(depth)[:, None, None]
+    present = electrode.any(axis=0)
+    first = np.where(present, np.argmax(electrode, axis=0), -1)
+    last = np.where(present, depth - 1 - np.argmax(electrode[::-1], axis=0), -1)
+    # widest run of non-electrode voxels between first and last
+    inside = (index > first) & (index < last) & ~electrode
+    best_len = np.zeros(electrode.shape[1:], int)
+    best_end = np.full(electrode.shape[1:], -1)
+    run = np.zeros(electrode.shape[1:], int)
+    for d in range(depth):
+        run = np.where(inside[d], run + 1, 0)
+        longer = run > best_len
+        best_len = np.where(longer, run, best_len)
+        best_end = np.where(longer, d, best_end)
+    ok = present & (best_len >= 1)
+    inner_first = np.where(ok, best_end - best_len, np.nan)  # last electrode voxel of layer 1
+    inner_second = np.where(ok, best_end + 1, np.nan)  # first electrode voxel of layer 2
+    outer_first = np.where(ok, first, np.nan)
+    outer_second = np.where(ok, last, np.nan)
+    return outer_first, inner_first, inner_second, outer_second
+
+
+def _fill_and_smooth(values: np.ndarray, size: int) -> np.ndarray:
+    bad = np.isnan(values)
+    if bad.all():
+        raise ConfigError(
+            "post-processing found no column with two separate electrode layers; the prediction "
+            "has no electrolyte gap (check the model), or set postprocess.enabled=false"
+        )
+    if bad.any():
+        nearest = ndimage.distance_transform_edt(bad, return_distances=False, return_indices=True)
+        values = values[tuple(nearest)]
+    return ndimage.median_filter(values, size=max(1, size), mode="nearest")
+
+
+def postprocess_scan(
+    network_labels: Path,
+    output: Path,
+    class_names: list[str],
+    cell: Cell,
+    settings: PostProcessSettings,
+) -> dict[str, Any]:
+    """Write the 7-class analysis labels of a network label volume; return what was found."""
+    source = zarr.open_array(str(network_labels), mode="r")
+    shape = tuple(source.shape)
+    target = open_or_create(output, shape, tuple(source.chunks), "uint8")
+    lookup = _network_lookup(class_names)
+    if not settings.enabled:
+        for start in range(0, shape[1], settings.slab_rows):
+            block = source[:, start : start + settings.slab_rows, :]
+            target[:, start : start + settings.slab_rows, :] = _naive_analysis(block, lookup)
+        return {"enabled": False}
+    if cell.plating_side not in ("start", "end"):
+        raise ConfigError(
+            "post-processing splits classes by side and needs cell.plating_side ('start' or "
+            "'end') in the manifest; add it, or set postprocess.enabled=false"
+        )
+    electrode_id = lookup.get("electrode")
+    if electrode_id is None:
+        raise ConfigError(
+            f"post-processing needs an 'electrode' class; the model predicts {class_names}; "
+            "set postprocess.enabled=false for this model"
+        )
+    maps = [np.full(shape[1:], np.nan) for _ in range(4)]
+    for start in range(0, shape[1], settings.slab_rows):
+        block = np.asarray(source[:, start : start + settings.slab_rows, :])
+        for m, found in zip(maps, find_interfaces(block == electrode_id), strict=True):
+            m[start : start + block.shape[1]] = found
+    outer1, inner1, inner2, outer2 = (_fill_and_smooth(m, settings.smooth_columns) for m in maps)
+    middle = (inner1 + inner2) / 2
+    plating_at_end = cell.plating_side == "end"
+    margin = settings.band_margin_um / cell.voxel_size_um
+    pit_depth = (
+        None if settings.pit_depth_um is None else settings.pit_depth_um / cell.voxel_size_um
+    )
+    removed = 0
+    for start in range(0, shape[1], settings.slab_rows):
+        stop = min(start + settings.slab_rows, shape[1])
+        block = np.asarray(source[:, start:stop, :])
+        rows = slice(start, stop)
+        out = _split_by_side(
+            block,
+            lookup,
+            outer1[rows],
+            inner1[rows],
+            inner2[rows],
+            outer2[rows],
+            middle[rows],
+            plating_at_end,
+            margin,
+            pit_depth,
+        )
+        out, n = _remove_small(out, settings.min_component_voxels)
+        removed += n
+        target[:, start:stop, :] = out
+    return {
+        "enabled": True,
+        "plating_side": cell.plating_side,
+        "mean_interfaces_depth_vox": [float(np.mean(m)) for m in (outer1, inner1, inner2, outer2)],
+        "mean_gap_vox": float(np.mean(inner2 - inner1)),
+        "small_components_removed_voxels": int(removed),
+    }
+
+
+def _network_lookup(class_names: list[str]) -> dict[str, int]:
+    unknown = [n for n in class_names if n not in NETWORK_NAMES]
+    if unknown:
+        raise ConfigError(
+            f"the model's classes {class_names} include {unknown}, which the analysis scheme "
+            f"does not know; post-processing maps {list(NETWORK_NAMES)}"
+        )
+    return {name: i for i, name in enumerate(class_names)}
+
+
+def _naive_analysis(block: np.ndarray, lookup: dict[str, int]) -> np.ndarray:
+    """Network labels in analysis ids without any split (post-processing switched off)."""
+    out = np.zeros(block.shape, np.uint8)
+    for name, cid in lookup.items():
+        target = "plating_electrode" if name == "electrode" else name
+        out[block == cid] = class_id(ANALYSIS_CLASSES, target)
+    return out
+
+
+def _split_by_side(
+    block: np.ndarray,
+    lookup: dict[str, int],
+    outer1: np.ndarray,
+    inner1: np.ndarray,
+    inner2: np.ndarray,
+    outer2: np.ndarray,
+    middle: np.ndarray,
+    plating_at_end: bool,
+    margin: float,
+    pit_depth: float | None,
+) -> np.ndarray:
+    d = np.arange(block.shape[0], dtype=float)[:, None, None]
+    second_half = d > middle[None]
+    plating_side = second_half if plating_at_end else ~second_half
+    in_cell = (d >= outer1[None] - margin) & (d <= outer2[None] + margin)
+    if plating_at_end:
+        strip_outer, strip_inner = outer1, inner1
+        in_strip_electrode = (d >= strip_outer[None] - margin) & (d <= strip_inner[None] + margin)
+        depth_below = strip_inner[None] - d
+    else:
+        strip_inner, strip_outer = inner2, outer2
+        in_strip_electrode = (d >= strip_inner[None] - margin) & (d <= strip_outer[None] + margin)
+        depth_below = d - strip_inner[None]
+    pit_band = (
+        in_strip_electrode
+        if pit_depth is None
+        else in_strip_electrode & (depth_below <= pit_depth + margin)
+    )
+    ids = {name: class_id(ANALYSIS_CLASSES, name) for name in ANALYSIS_CLASSES.values()}
+    out = np.zeros(block.shape, np.uint8)
+
+    def where(name: str) -> np.ndarray:
+        cid = lookup.get(name)
+        return np.zeros(block.shape, bool) if cid is None else (block == cid) & in_cell
+
+    electrode = where("electrode")
+    out[electrode & plating_side] = ids["plating_electrode"]
+    out[electrode & ~plating_side] = ids["stripping_electrode"]
+    deposited = where("deposited_li")
+    out[deposited & plating_side] = ids["deposited_li"]
+    out[deposited & ~plating_side] = ids["redeposited_li"]
+    out[where("dendrite") & plating_side] = ids["dendrite"]
+    out[where("pit") & ~plating_side & pit_band] = ids["pit"]
+    return out
+
+
+def _remove_small(block: np.ndarray, min_voxels: int) -> tuple[np.ndarray, int]:
+    """Components (26-connected, per class) under `min_voxels` become background, unless they
+    touch the block's row boundaries (they may continue in the next slab)."""
+    if min_voxels <= 1:
+        return block, 0
+    removed = 0
+    structure = np.ones((3, 3, 3), bool)
+    for cid in np.unique(block):
+        if cid == 0:
+            continue
+        components, n = ndimage.label(block == cid, structure=structure)
+        if n == 0:
+            continue
+        sizes = np.bincount(components.ravel())
+        touching = set(np.unique(components[:, 0, :])) | set(np.unique(components[:, -1, :]))
+        small = np.flatnonzero(sizes < min_voxels)
+        small = np.array([c for c in small if c != 0 and c not in touching], int)
+        if small.size:
+            mask = np.isin(components, small)
+            removed += int(mask.sum())
+            block[mask] = 0
+    return block, removed

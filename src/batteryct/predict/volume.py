@@ -1,0 +1,130 @@
+"""Out-of-core, resumable segmentation of one scan, slab by slab.
+
+A pass runs the engine on the slices of one axis, slab by slab (a slab is `slab` slices thick and
+spans the other two axes, so it writes whole output chunks and no other slab touches them). Each
+finished slab leaves a completion record; a killed run, started again, redoes only the slabs
+without one. Nothing is published until every slab is done (see `batteryct.predict.run`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import zarr
+from zarr.codecs import ZstdCodec
+
+from batteryct.data.slices import to_unit_range
+from batteryct.io import Volume
+from batteryct.predict.engine import SlidingWindowEngine
+
+AXIS_INDEX = {"depth": 0, "rows": 1, "cols": 2}
+CHUNK_EDGE = 256
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Which volumes a pass writes besides the labels."""
+
+    probabilities: bool = False
+    entropy: bool = False
+
+
+class CompletionRecord:
+    """One empty file per finished unit of work, created atomically."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, name: str) -> Path:
+        return self.folder / f"{name}.done"
+
+    def done(self, name: str) -> bool:
+        return self._path(name).exists()
+
+    def mark(self, name: str) -> None:
+        tmp = self.folder / f".{name}.{os.getpid()}.tmp"
+        tmp.touch()
+        os.replace(tmp, self._path(name))
+
+
+def slabs(size: int, thickness: int) -> list[tuple[int, int]]:
+    """(start, stop) of consecutive slabs covering `size` slices."""
+    return [(start, min(start + thickness, size)) for start in range(0, size, thickness)]
+
+
+def chunks_for(shape: tuple[int, int, int], axis: str, thickness: int) -> tuple[int, int, int]:
+    """Chunks aligned with the slabs of `axis` (so slabs own whole chunks)."""
+    chunks = [min(CHUNK_EDGE, s) for s in shape]
+    chunks[AXIS_INDEX[axis]] = min(thickness, shape[AXIS_INDEX[axis]])
+    return (chunks[0], chunks[1], chunks[2])
+
+
+def open_or_create(
+    path: Path, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: str
+) -> zarr.Array:
+    """The zarr array at `path`, created (zstd-compressed) if absent; kept across resumes."""
+    if path.exists():
+        array = zarr.open_array(str(path), mode="r+")
+        if tuple(array.shape) == tuple(shape) and array.dtype == np.dtype(dtype):
+            return array
+    return zarr.create_array(
+        store=str(path),
+        shape=shape,
+        chunks=chunks,
+        dtype=dtype,
+        fill_value=0,
+        compressors=ZstdCodec(level=3),
+        overwrite=True,
+    )
+
+
+def block_key(axis: str, start: int, stop: int) -> tuple[slice, slice, slice]:
+    key = [slice(None)] * 3
+    key[AXIS_INDEX[axis]] = slice(start, stop)
+    return (key[0], key[1], key[2])
+
+
+def predict_block(
+    engine: SlidingWindowEngine,
+    image: Volume,
+    axis: str,
+    start: int,
+    stop: int,
+    slices_per_batch: int,
+    seed: int,
+) -> np.ndarray:
+    """Class probabilities (classes, *block) of the slices start..stop along `axis`."""
+    position = AXIS_INDEX[axis]
+    block = to_unit_range(np.asarray(image[block_key(axis, start, stop)]))
+    stack = np.ascontiguousarray(np.moveaxis(block, position, 0))
+    engine.check_fits(stack.shape[1], stack.shape[2], f"{image.path} along {axis}")
+    torch.manual_seed(seed)  # Monte-Carlo dropout draws the same masks on a resumed run
+    parts = []
+    for first in range(0, stack.shape[0], slices_per_batch):
+        batch = torch.from_numpy(stack[first : first + slices_per_batch, None])
+        parts.append(engine.probabilities(batch).numpy())
+    probs = np.concatenate(parts)  # (n, classes, H, W)
+    return np.moveaxis(probs.transpose(1, 0, 2, 3), 1, position + 1)
+
+
+def entropy_uint8(probs: np.ndarray) -> np.ndarray:
+    """Normalised entropy of class probabilities (classes first): 0 certain, 255 uniform."""
+    n_classes = probs.shape[0]
+    clipped = np.clip(probs, 1e-7, 1.0)
+    entropy = -(clipped * np.log(clipped)).sum(axis=0) / np.log(n_classes)
+    return np.clip(np.rint(entropy * 255), 0, 255).astype(np.uint8)
+
+
+def iter_pending(
+    record: CompletionRecord, name: str, units: list[tuple[int, int]], mine: list[int] | None = None
+) -> Iterator[tuple[int, tuple[int, int]]]:
+    """Units not yet done (restricted to the indices in `mine` when given, for DDP ranks)."""
+    for index, unit in enumerate(units):
+        if (mine is None or index in mine) and not record.done(f"{name}_{index:05d}"):
+            yield index, unit
