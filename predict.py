@@ -8,7 +8,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from batteryct.cli import report_user_errors
-from batteryct.predict import export_onnx, predict_series
+from batteryct.errors import ConfigError
+from batteryct.predict import combine_series, export_onnx, predict_series
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
@@ -17,6 +18,9 @@ def main(cfg: DictConfig) -> None:
     if cfg.onnx:
         print(f"wrote {export_onnx(cfg.ckpt, cfg.onnx)}")
         return
+    combine = instantiate(cfg.combine, _convert_="all")
+    if not combine.checkpoints and not cfg.ckpt:
+        raise ConfigError("pass ckpt=<checkpoint> (or combine.checkpoints=[...] to combine models)")
     trainer = instantiate(
         cfg.trainer,
         logger=False,
@@ -24,7 +28,13 @@ def main(cfg: DictConfig) -> None:
         enable_progress_bar=False,
         enable_model_summary=False,
         precision="32-true",
+        use_distributed_sampler=False,  # ranks pick their own disjoint units of work
     )
+    if combine.checkpoints:
+        combine_series(
+            combine, cfg.series, cfg.out, instantiate(cfg.inference, _convert_="all"), trainer
+        )
+        return
     predict_series(
         ckpt=cfg.ckpt,
         series=cfg.series,

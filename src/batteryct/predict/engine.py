@@ -143,5 +143,5 @@ def _enable_dropout_only(net: nn.Module) -> None:
     """Dropout layers sample at inference; everything else (batch norm) stays in eval mode."""
     net.eval()
     for module in net.modules():
-        if isinstance(module, nn.Dropout | nn.Dropout2d | nn.Dropout3d | nn.AlphaDropout):
+        if isinstance(module, nn.modules.dropout._DropoutNd):
             module.train()

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from batteryct.errors import ConfigError
 from batteryct.predict.volume import open_or_create
 from batteryct.series import Cell
 
+log = logging.getLogger(__name__)
 NETWORK_NAMES = ("background", "dendrite", "pit", "deposited_li", "electrode")
 
 
@@ -76,11 +78,6 @@ def find_interfaces(electrode: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
 
 def _fill_and_smooth(values: np.ndarray, size: int) -> np.ndarray:
     bad = np.isnan(values)
-    if bad.all():
-        raise ConfigError(
-            "post-processing found no column with two separate electrode layers; the prediction "
-            "has no electrolyte gap (check the model), or set postprocess.enabled=false"
-        )
     if bad.any():
         nearest = ndimage.distance_transform_edt(bad, return_distances=False, return_indices=True)
         values = values[tuple(nearest)]
@@ -120,7 +117,14 @@ def postprocess_scan(
         block = np.asarray(source[:, start : start + settings.slab_rows, :])
         for m, found in zip(maps, find_interfaces(block == electrode_id), strict=True):
             m[start : start + block.shape[1]] = found
-    outer1, inner1, inner2, outer2 = (_fill_and_smooth(m, settings.smooth_columns) for m in maps)
+    found = not np.isnan(maps[1]).all()
+    if found:
+        smoothed = [_fill_and_smooth(m, settings.smooth_columns) for m in maps]
+    else:  # no electrolyte gap anywhere: cut the volume into two halves, as the paper did
+        log.warning("no separate electrode layers in %s; splitting at half depth", network_labels)
+        half = np.full(shape[1:], (shape[0] - 1) / 2)
+        smoothed = [np.zeros(shape[1:]), half, half, np.full(shape[1:], shape[0] - 1.0)]
+    outer1, inner1, inner2, outer2 = smoothed
     middle = (inner1 + inner2) / 2
     plating_at_end = cell.plating_side == "end"
     margin = settings.band_margin_um / cell.voxel_size_um
@@ -150,6 +154,7 @@ def postprocess_scan(
     return {
         "enabled": True,
         "plating_side": cell.plating_side,
+        "interfaces": "found per column" if found else "not found: split at half depth",
         "mean_interfaces_depth_vox": [float(np.mean(m)) for m in (outer1, inner1, inner2, outer2)],
         "mean_gap_vox": float(np.mean(inner2 - inner1)),
         "small_components_removed_voxels": int(removed),

@@ -14,6 +14,7 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
+import zarr
 from rich.console import Console
 from rich.table import Table
 
@@ -182,11 +183,25 @@ def _segment(
         )
 
     final_axis = axes[0]
+    specs: dict[str, tuple[tuple[int, ...], tuple[int, ...], str]] = {}
+    for axis in axes if len(axes) > 1 else ():
+        chunks = chunks_for(shape, axis, settings.slab)
+        specs[f"scratch_{axis}"] = ((n_classes, *shape), (n_classes, *chunks), "float16")
+    chunks = chunks_for(shape, final_axis, settings.slab)
+    specs["labels_net"] = (shape, chunks, "uint8")
+    if settings.outputs.probabilities:
+        specs["probabilities"] = ((n_classes, *shape), (n_classes, *chunks), "uint8")
+    if settings.outputs.entropy:
+        specs["entropy"] = (shape, chunks, "uint8")
+    if trainer.is_global_zero:  # create once, before any rank writes into them
+        for name, (full_shape, chunk_shape, dtype) in specs.items():
+            open_or_create(work / f"{name}.zarr", full_shape, chunk_shape, dtype)
+    trainer.strategy.barrier("batteryct-arrays")
     arrays: dict[str, Any] = {}
 
-    def array(name: str, full_shape: tuple[int, ...], chunks: tuple[int, ...], dtype: str) -> Any:
+    def array(name: str) -> Any:
         if name not in arrays:
-            arrays[name] = open_or_create(work / f"{name}.zarr", full_shape, chunks, dtype)
+            arrays[name] = zarr.open_array(str(work / f"{name}.zarr"), mode="r+")
         return arrays[name]
 
     def work_on(unit: _Unit, device: torch.device) -> int:
@@ -199,13 +214,7 @@ def _segment(
             probs = predict_block(
                 engine, image, axis, unit.start, unit.stop, settings.slices_per_batch, unit.index
             )
-            scratch = array(
-                f"scratch_{axis}",
-                (n_classes, *shape),
-                (n_classes, *chunks_for(shape, axis, settings.slab)),
-                "float16",
-            )
-            scratch[(slice(None), *key)] = probs.astype(np.float16)
+            array(f"scratch_{axis}")[(slice(None), *key)] = probs.astype(np.float16)
         else:
             if len(axes) == 1:
                 probs = predict_block(
@@ -218,19 +227,9 @@ def _segment(
                     unit.index,
                 )
             else:
-                probs = np.mean(
-                    [
-                        array(
-                            f"scratch_{a}",
-                            (n_classes, *shape),
-                            (n_classes, *chunks_for(shape, a, settings.slab)),
-                            "float16",
-                        )[(slice(None), *key)].astype(np.float32)
-                        for a in axes
-                    ],
-                    axis=0,
-                )
-            _write_outputs(probs, key, shape, n_classes, final_axis, settings, array)
+                scratch = [array(f"scratch_{a}")[(slice(None), *key)] for a in axes]
+                probs = np.mean([p.astype(np.float32) for p in scratch], axis=0)
+            _write_outputs(probs, key, settings, array)
         record.mark(f"{unit.kind}_{unit.index:05d}")
         return int(np.prod(probs.shape[1:]))
 
@@ -247,24 +246,21 @@ def _segment(
         if trainer.is_global_zero and units:
             console.print(f"{scan.id}: {kind} — {len(units)} slab(s) of {settings.slab} to do")
         run_units(trainer, units, work_on)
+        left = list(iter_pending(record, kind, slabs(shape[AXIS_INDEX[axis]], settings.slab)))
+        if left:
+            raise RuntimeError(f"{scan.id}: {len(left)} slab(s) of stage {kind} were not done")
 
 
 def _write_outputs(
-    probs: np.ndarray,
-    key: tuple[slice, slice, slice],
-    shape: tuple[int, int, int],
-    n_classes: int,
-    axis: str,
-    settings: PredictSettings,
-    array: Any,
+    probs: np.ndarray, key: tuple[slice, slice, slice], settings: PredictSettings, array: Any
 ) -> None:
-    chunks = chunks_for(shape, axis, settings.slab)
-    array("labels_net", shape, chunks, "uint8")[key] = probs.argmax(axis=0).astype(np.uint8)
+    """Labels (argmax) and, when asked, probabilities and entropy of one block (uint8)."""
+    array("labels_net")[key] = probs.argmax(axis=0).astype(np.uint8)
     if settings.outputs.probabilities:
-        probabilities = array("probabilities", (n_classes, *shape), (n_classes, *chunks), "uint8")
-        probabilities[(slice(None), *key)] = np.clip(np.rint(probs * 255), 0, 255).astype(np.uint8)
+        quantised = np.clip(np.rint(probs * 255), 0, 255).astype(np.uint8)
+        array("probabilities")[(slice(None), *key)] = quantised
     if settings.outputs.entropy:
-        array("entropy", shape, chunks, "uint8")[key] = entropy_uint8(probs)
+        array("entropy")[key] = entropy_uint8(probs)
 
 
 def _finish_scan(

@@ -14,6 +14,8 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from batteryct.errors import ConfigError
+
 
 class _Units(Dataset):
     def __init__(self, units: Sequence[Any]) -> None:
@@ -50,6 +52,11 @@ def run_units(
 
     Called even with no units, so that DDP processes start at the first call whatever is left.
     """
+    if trainer.world_size > 1 and trainer._accelerator_connector.use_distributed_sampler:
+        raise ConfigError(
+            "prediction with several processes needs Trainer(use_distributed_sampler=False): "
+            "ranks take disjoint units themselves"
+        )
     with warnings.catch_warnings():
         warnings.filterwarnings(
             "ignore", message=".*(does not have many workers|no batches|Total length).*"

@@ -1,0 +1,81 @@
+import pytest
+import torch
+from monai.inferers import sliding_window_inference
+from monai.networks.nets import UNet
+
+from batteryct.errors import ConfigError
+from batteryct.predict import InferenceSettings, SlidingWindowEngine
+
+
+def _net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    net = UNet(
+        2, 1, 3, channels=(8, 16, 32), strides=(2, 2), num_res_units=2, dropout=0.2, norm="BATCH"
+    )
+    return net.eval()
+
+
+@pytest.mark.parametrize("blend", ["constant", "gaussian"])
+def test_fp32_engine_equals_a_direct_monai_call(blend: str) -> None:
+    net = _net()
+    slices = torch.rand(3, 1, 40, 70)
+    settings = InferenceSettings(precision="fp32", batch_size=5, blend=blend, channels_last=True)
+    ours = SlidingWindowEngine(net, (32, 32), settings).logits(slices)
+    with torch.no_grad():
+        theirs = sliding_window_inference(slices, (32, 32), 1, _net(), overlap=0.25, mode=blend)
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+    probs = SlidingWindowEngine(net, (32, 32), settings).probabilities(slices)
+    torch.testing.assert_close(probs, torch.softmax(theirs, dim=1), rtol=1e-4, atol=1e-4)
+
+
+def test_bf16_is_close_to_fp32() -> None:
+    slices = torch.rand(2, 1, 48, 48)
+    fp32 = SlidingWindowEngine(_net(), (32, 32), InferenceSettings(precision="fp32")).probabilities(
+        slices
+    )
+    bf16 = SlidingWindowEngine(_net(), (32, 32), InferenceSettings(precision="bf16")).probabilities(
+        slices
+    )
+    assert (fp32.argmax(1) == bf16.argmax(1)).float().mean() > 0.95
+    assert (fp32 - bf16).abs().max() < 0.1
+
+
+def test_flip_tta_averages_the_flipped_predictions() -> None:
+    net = _net()
+    slices = torch.rand(1, 1, 32, 32)
+    settings = InferenceSettings(precision="fp32", flip_tta=True, overlap=0.0)
+    ours = SlidingWindowEngine(net, (32, 32), settings).logits(slices)
+    with torch.no_grad():
+        expected = sum(net(slices.flip(d)).flip(d) for d in ((2,), (3,), (2, 3))) + net(slices)
+    torch.testing.assert_close(ours, expected / 4, rtol=1e-4, atol=1e-4)
+
+
+def test_mc_dropout_samples_dropout_but_keeps_batch_norm_frozen() -> None:
+    net = _net()
+    engine = SlidingWindowEngine(
+        net, (32, 32), InferenceSettings(precision="fp32", mc_dropout_passes=2)
+    )
+    dropouts = [m for m in net.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd)]
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert dropouts and all(m.training for m in dropouts)
+    assert norms and not any(m.training for m in norms)
+    slices = torch.rand(1, 1, 32, 32)
+    torch.manual_seed(1)
+    first = engine.probabilities(slices)
+    torch.manual_seed(2)
+    assert not torch.allclose(first, engine.probabilities(slices))
+    torch.manual_seed(1)
+    torch.testing.assert_close(first, engine.probabilities(slices))
+
+
+def test_slices_smaller_than_a_window_are_a_clear_error() -> None:
+    engine = SlidingWindowEngine(_net(), (64, 64), InferenceSettings())
+    with pytest.raises(ConfigError, match=r"48 × 64 pixels are smaller than the 64 × 64 window"):
+        engine.check_fits(48, 64, "scan x")
+
+
+def test_bad_settings_are_named() -> None:
+    with pytest.raises(ConfigError, match="precision"):
+        InferenceSettings(precision="fp8")
+    with pytest.raises(ConfigError, match="overlap"):
+        InferenceSettings(overlap=1.5)

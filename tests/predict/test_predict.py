@@ -1,0 +1,249 @@
+"""predict_series and predict.py on the small synthetic series."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+from hydra.utils import instantiate
+from rich.console import Console
+
+from batteryct.classes import ANALYSIS_CLASSES
+from batteryct.errors import ConfigError
+from batteryct.predict import (
+    CheckpointError,
+    InferenceSettings,
+    Outputs,
+    PostProcessSettings,
+    PredictSettings,
+    export_onnx,
+    load_trained_model,
+    predict_series,
+)
+from batteryct.series import load_series
+from tests.training.helpers import ROOT
+
+QUIET = Console(quiet=True)
+
+
+def _trainer():
+    import lightning.pytorch as pl
+
+    return pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+    )
+
+
+def _predict(ckpt: Path, series: Path, out: Path, **settings: object):
+    defaults = {"scans": ("scan_00", "scan_12"), "slab": 8, "outputs": Outputs(entropy=True)}
+    defaults.update(settings)
+    return predict_series(
+        ckpt,
+        series,
+        out,
+        InferenceSettings(precision="fp32"),
+        PredictSettings(**defaults),
+        PostProcessSettings(),
+        _trainer(),
+        console=QUIET,
+    )
+
+
+def _arrays(out: Path, scan: str) -> dict[str, np.ndarray]:
+    return {
+        name: zarr.open_array(str(out / name / f"{scan}.zarr"), mode="r")[:]
+        for name in ("labels", "labels_net", "entropy")
+    }
+
+
+def test_predictions_manifest_is_the_input_format_with_analysis_labels(
+    small_checkpoint: Path, small_series_dir: Path, tmp_path: Path
+) -> None:
+    manifest = _predict(small_checkpoint, small_series_dir / "series.yaml", tmp_path / "out")
+    again = load_series(tmp_path / "out" / "series.yaml")
+    assert [s.id for s in again.scans] == ["scan_00", "scan_12"]
+    assert again.classes == ANALYSIS_CLASSES
+    assert again.metadata["prediction"]["checkpoint"] == str(small_checkpoint.resolve())
+    for scan in again.scans:
+        labels = again.open_labels_gt(scan).read()
+        assert labels.shape == again.open_image(scan).shape
+        assert set(np.unique(labels)) <= set(ANALYSIS_CLASSES)
+    assert manifest is not None
+    ranking = (tmp_path / "out" / "uncertainty" / "scan_12_slices.csv").read_text().splitlines()
+    assert ranking[0] == "rank,scan,axis,index,mean_entropy"
+    values = [float(line.split(",")[-1]) for line in ranking[1:]]
+    assert values == sorted(values, reverse=True)
+    assert not (tmp_path / "out" / ".work" / "scan_12").exists()
+
+
+def test_network_labels_equal_a_direct_whole_slice_computation(
+    small_checkpoint: Path, small_series_dir: Path, tmp_path: Path
+) -> None:
+    _predict(
+        small_checkpoint, small_series_dir / "series.yaml", tmp_path / "out", scans=("scan_12",)
+    )
+    series = load_series(small_series_dir / "series.yaml")
+    image = series.open_image(series.scan("scan_12")).read().astype(np.float32) / 255.0
+    model = load_trained_model(small_checkpoint)
+    from monai.inferers import sliding_window_inference
+
+    slices = torch.from_numpy(np.ascontiguousarray(image.transpose(1, 0, 2)))[:, None]  # rows axis
+    with torch.no_grad():
+        logits = sliding_window_inference(slices, model.patch_size, 4, model.net, overlap=0.25)
+    expected = logits.argmax(1).numpy().transpose(1, 0, 2)
+    ours = _arrays(tmp_path / "out", "scan_12")["labels_net"]
+    assert (ours == expected).mean() > 0.999
+
+
+def test_a_finished_scan_is_skipped(
+    small_checkpoint: Path, small_series_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    _predict(small_checkpoint, small_series_dir / "series.yaml", out, scans=("scan_00",))
+    stamp = (out / "labels" / "scan_00.zarr" / "zarr.json").stat().st_mtime_ns
+    _predict(small_checkpoint, small_series_dir / "series.yaml", out, scans=("scan_00",))
+    assert (out / "labels" / "scan_00.zarr" / "zarr.json").stat().st_mtime_ns == stamp
+
+
+def _predict_py(*overrides: str, cwd: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "BATTERYCT_ROOT": str(cwd)}
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "predict.py"), *overrides],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _common(ckpt: Path, series_dir: Path, out: Path) -> list[str]:
+    return [
+        f"ckpt={ckpt}",
+        f"series={series_dir / 'series.yaml'}",
+        f"out={out}",
+        "settings.scans=[scan_06]",
+        "settings.slab=2",
+        "inference.precision=fp32",
+        f"hydra.run.dir={out.parent / ('hydra-' + out.name)}",
+    ]
+
+
+def test_killed_prediction_resumes_to_byte_identical_output(
+    small_checkpoint: Path, small_series_dir: Path, tmp_path: Path
+) -> None:
+    reference = _predict_py(
+        *_common(small_checkpoint, small_series_dir, tmp_path / "ref"), cwd=tmp_path
+    )
+    assert reference.wait(timeout=300) == 0, reference.stderr.read()[-2000:]
+
+    out = tmp_path / "killed"
+    first = _predict_py(*_common(small_checkpoint, small_series_dir, out), cwd=tmp_path)
+    done = out / ".work" / "scan_06" / "done"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and first.poll() is None:
+        if done.is_dir() and len(list(done.glob("*.done"))) >= 5:
+            break
+        time.sleep(0.02)  # polling for progress, not waiting for it to finish
+    assert first.poll() is None, "the run finished before it could be killed"
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=60)
+    finished_before = len(list(done.glob("*.done")))
+    assert 5 <= finished_before < 32
+    assert not (out / "labels" / "scan_06.zarr").exists()  # nothing half-written is published
+
+    second = _predict_py(*_common(small_checkpoint, small_series_dir, out), cwd=tmp_path)
+    stdout, stderr = second.communicate(timeout=300)
+    assert second.returncode == 0, stderr[-2000:]
+    assert f"{32 - finished_before} slab(s) of 2 to do" in stdout
+    ours, theirs = _arrays(out, "scan_06"), _arrays(tmp_path / "ref", "scan_06")
+    for name in ours:
+        assert ours[name].tobytes() == theirs[name].tobytes(), name
+
+
+def test_two_ddp_processes_equal_one(
+    small_checkpoint: Path, small_series_dir: Path, tmp_path: Path
+) -> None:
+    single = _predict_py(
+        *_common(small_checkpoint, small_series_dir, tmp_path / "one"), cwd=tmp_path
+    )
+    assert single.wait(timeout=300) == 0, single.stderr.read()[-2000:]
+    ddp = _predict_py(
+        *_common(small_checkpoint, small_series_dir, tmp_path / "two"),
+        "trainer=ddp_cpu",
+        cwd=tmp_path,
+    )
+    _, stderr = ddp.communicate(timeout=300)
+    assert ddp.returncode == 0, stderr[-3000:]
+    ours, theirs = _arrays(tmp_path / "two", "scan_06"), _arrays(tmp_path / "one", "scan_06")
+    for name in ours:
+        assert np.array_equal(ours[name], theirs[name]), name
+
+
+def test_errors_are_clear(small_checkpoint: Path, small_series_dir: Path, tmp_path: Path) -> None:
+    series = small_series_dir / "series.yaml"
+    with pytest.raises(CheckpointError, match="does not exist"):
+        _predict(tmp_path / "nope.ckpt", series, tmp_path / "a")
+    torch.save({"weights": 1}, tmp_path / "other.ckpt")
+    with pytest.raises(CheckpointError, match="is not a batteryct model"):
+        _predict(tmp_path / "other.ckpt", series, tmp_path / "b")
+    with pytest.raises(ConfigError, match=r"scans \['scan_99'\] are not in"):
+        _predict(small_checkpoint, series, tmp_path / "c", scans=("scan_99",))
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match="cannot write to the output folder"):
+        _predict(small_checkpoint, series, blocker / "out")
+    with pytest.raises(ConfigError, match="smaller than the 128 × 128 window"):
+        predict_series(
+            small_checkpoint,
+            series,
+            tmp_path / "d",
+            InferenceSettings(window=(128, 128)),
+            PredictSettings(scans=("scan_00",)),
+            PostProcessSettings(),
+            _trainer(),
+            console=QUIET,
+        )
+    assert not (tmp_path / "d" / "labels").exists()
+
+
+def test_onnx_export_matches_pytorch(small_checkpoint: Path, tmp_path: Path) -> None:
+    import onnxruntime
+
+    path = export_onnx(small_checkpoint, tmp_path / "model.onnx")
+    model = load_trained_model(small_checkpoint)
+    image = np.random.default_rng(0).random((2, 1, 48, 64), dtype=np.float32)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (onnx_logits,) = session.run(None, {"image": image})
+    with torch.no_grad():
+        torch_logits = model.net(torch.from_numpy(image)).numpy()
+    np.testing.assert_allclose(onnx_logits, torch_logits, rtol=1e-3, atol=1e-3)
+    assert (tmp_path / "model.json").exists()
+
+
+def test_predict_config_composes_to_the_engine_settings(
+    small_series_dir: Path, tmp_path: Path
+) -> None:
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            "predict", overrides=["ckpt=x", "settings.axes=[rows,cols]", "inference.blend=gaussian"]
+        )
+    settings = instantiate(cfg.settings, _convert_="all")
+    assert list(settings.axes) == ["rows", "cols"] and settings.outputs.entropy
+    assert instantiate(cfg.inference).blend == "gaussian"
