@@ -3,9 +3,9 @@
 1. The electrode interfaces are found per (row, col) column from the predicted electrode: the
    widest gap between electrode voxels is the electrolyte; its edges are the two interfaces, its
    middle the mid-plane. Columns without a clear gap take the nearest good column's values.
-2. Each class is allowed only in its plausible depth band (between the outer faces of the two
-   electrodes; pits only inside the stripping electrode, near its interface; dendrites and
-   deposited Li only on the plating side of the mid-plane); voxels outside become background.
+2. Each class is allowed only in its plausible depth band: everything between the outer faces of
+   the two electrodes; pits only on the stripping side of the mid-plane, dendrites only on the
+   plating side; voxels outside become background.
    This replaces hand-typed per-scan slice ranges.
 3. Deposited Li on the stripping side of the mid-plane becomes redeposited Li; electrode voxels
    become plating or stripping electrode by side (the manifest's `cell.plating_side`).
@@ -39,8 +39,6 @@ class PostProcessSettings:
     """Post-processing of network labels (recorded in the predictions manifest)."""
 
     enabled: bool = True
-    pit_depth_um: float | None = None
-    """How deep under the stripping interface pits may reach; None: the whole electrode."""
     band_margin_um: float = 5.0
     """Tolerance beyond an interface when testing whether a class lies in its band."""
     min_component_voxels: int = 8
@@ -128,9 +126,6 @@ def postprocess_scan(
     middle = (inner1 + inner2) / 2
     plating_at_end = cell.plating_side == "end"
     margin = settings.band_margin_um / cell.voxel_size_um
-    pit_depth = (
-        None if settings.pit_depth_um is None else settings.pit_depth_um / cell.voxel_size_um
-    )
     removed = 0
     for start in range(0, shape[1], settings.slab_rows):
         stop = min(start + settings.slab_rows, shape[1])
@@ -140,13 +135,10 @@ def postprocess_scan(
             block,
             lookup,
             outer1[rows],
-            inner1[rows],
-            inner2[rows],
             outer2[rows],
             middle[rows],
             plating_at_end,
             margin,
-            pit_depth,
         )
         out, n = _remove_small(out, settings.min_component_voxels)
         removed += n
@@ -184,31 +176,15 @@ def _split_by_side(
     block: np.ndarray,
     lookup: dict[str, int],
     outer1: np.ndarray,
-    inner1: np.ndarray,
-    inner2: np.ndarray,
     outer2: np.ndarray,
     middle: np.ndarray,
     plating_at_end: bool,
     margin: float,
-    pit_depth: float | None,
 ) -> np.ndarray:
     d = np.arange(block.shape[0], dtype=float)[:, None, None]
     second_half = d > middle[None]
     plating_side = second_half if plating_at_end else ~second_half
     in_cell = (d >= outer1[None] - margin) & (d <= outer2[None] + margin)
-    if plating_at_end:
-        strip_outer, strip_inner = outer1, inner1
-        in_strip_electrode = (d >= strip_outer[None] - margin) & (d <= strip_inner[None] + margin)
-        depth_below = strip_inner[None] - d
-    else:
-        strip_inner, strip_outer = inner2, outer2
-        in_strip_electrode = (d >= strip_inner[None] - margin) & (d <= strip_outer[None] + margin)
-        depth_below = d - strip_inner[None]
-    pit_band = (
-        in_strip_electrode
-        if pit_depth is None
-        else in_strip_electrode & (depth_below <= pit_depth + margin)
-    )
     ids = {name: class_id(ANALYSIS_CLASSES, name) for name in ANALYSIS_CLASSES.values()}
     out = np.zeros(block.shape, np.uint8)
 
@@ -223,7 +199,7 @@ def _split_by_side(
     out[deposited & plating_side] = ids["deposited_li"]
     out[deposited & ~plating_side] = ids["redeposited_li"]
     out[where("dendrite") & plating_side] = ids["dendrite"]
-    out[where("pit") & ~plating_side & pit_band] = ids["pit"]
+    out[where("pit") & ~plating_side] = ids["pit"]
     return out
 
 
