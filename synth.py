@@ -24,6 +24,7 @@ def main(cfg: DictConfig) -> None:
         geometry=instantiate(cfg.geometry),
         ct=instantiate(cfg.ct, _convert_="all"),
         hand_labels=instantiate(cfg.hand_labels, _convert_="all"),
+        misalign=instantiate(cfg.misalign, _convert_="all"),
         export_tiffs=cfg.export_tiffs,
         overwrite=cfg.overwrite,
     )

@@ -4,6 +4,7 @@ from batteryct.synth.ct import CTSettings, ParallelBeamProjector, simulate_scan
 from batteryct.synth.generate import CycleProtocol, generate_series
 from batteryct.synth.geometry import CellGeometry, Material, StepCounts, SyntheticCell
 from batteryct.synth.hand_labels import HandLabelSettings
+from batteryct.synth.misalign import MisalignSettings
 
 __all__ = [
     "CTSettings",
@@ -11,6 +12,7 @@ __all__ = [
     "CycleProtocol",
     "HandLabelSettings",
     "Material",
+    "MisalignSettings",
     "ParallelBeamProjector",
     "StepCounts",
     "SyntheticCell",

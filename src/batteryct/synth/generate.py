@@ -37,6 +37,7 @@ from batteryct.synth.geometry import (
     SyntheticCell,
 )
 from batteryct.synth.hand_labels import HandLabelSettings, choose_slices, label_value, paint_volume
+from batteryct.synth.misalign import MisalignSettings, misalign_volume, scan_map
 from batteryct.synth.summary import print_volume_table, write_preview, write_volume_csv
 
 PROGRESS_FILE = ".synth-progress.json"
@@ -70,8 +71,15 @@ def generate_series(
     export_tiffs: bool = True,
     overwrite: bool = False,
     console: Console | None = None,
+    misalign: MisalignSettings | None = None,
 ) -> Series:
-    """Write a complete synthetic series to `out` and return its manifest."""
+    """Write a complete synthetic series to `out` and return its manifest.
+
+    With `misalign`, every scan is tilted and moved by a known rigid map before the CT simulation
+    (labels too), for the preparation stage to undo; the maps go to `misalignment.json`.
+    """
+    misalign = misalign or MisalignSettings()
+    misalign.check()
     protocol = protocol or CycleProtocol()
     geometry = geometry or CellGeometry()
     ct = ct or CTSettings()
@@ -90,6 +98,8 @@ def generate_series(
         "hand_labels": asdict(hand_labels),
         "export_tiffs": export_tiffs,
     }
+    if misalign.active:  # only then, so that aligned series stay exactly as they were
+        settings["misalign"] = asdict(misalign)
     fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     progress_state = _prepare_folder(out, fingerprint, overwrite)
     manifest = out / "series.yaml"
@@ -135,6 +145,8 @@ def generate_series(
                     ct,
                     hand_labels if index in labelled else None,
                     export_tiffs,
+                    misalign=misalign if misalign.active else None,
+                    n_scans=len(steps),
                 )
                 progress_state["scans"][scan["id"]] = record
                 _write_json(out / PROGRESS_FILE, progress_state)
@@ -155,6 +167,15 @@ def generate_series(
         voxel_size_um,
     )
     _write_json(out / "truth.json", truth)
+    if misalign.active:
+        _write_json(
+            out / "misalignment.json",
+            {
+                "settings": asdict(misalign),
+                "axes": ["depth", "rows", "cols"],
+                "scans": {s["id"]: r["misalignment"] for s, r in zip(scans, records, strict=True)},
+            },
+        )
     write_volume_csv(out / "volumes.csv", truth)
     series = _series(out, scans, records, protocol, voxel_size_um, plating_side, settings)
     write_preview(out / "preview.png", series, index_of_interest=protocol.n_charge)
@@ -247,11 +268,20 @@ def _write_scan(
     ct: CTSettings,
     hand_labels: HandLabelSettings | None,
     export_tiffs: bool,
+    misalign: MisalignSettings | None = None,
+    n_scans: int = 1,
 ) -> dict[str, Any]:
     """Compose, image and label one scan; write its volumes atomically; return its record."""
     labels, material = cell.compose(counts)
     if plating_side == "start":
         labels, material = labels[::-1].copy(), material[::-1].copy()
+    moved: dict[str, Any] | None = None
+    if misalign is not None:
+        matrix, offset, moved = scan_map(
+            misalign, labels.shape, index, n_scans, np.random.default_rng([seed, index, 2])
+        )
+        labels = misalign_volume(labels, matrix, offset)
+        material = misalign_volume(material, matrix, offset)
     image = simulate_scan(material, voxel_size_um, ct, np.random.default_rng([seed, index, 0]))
     volumes = {"images": image, "labels_gt": labels}
     record: dict[str, Any] = {
@@ -269,6 +299,8 @@ def _write_scan(
         slices = choose_slices(labels, hand_labels, rng, COMMON_CLASSES)
         volumes["labels"] = paint_volume(labels, slices, hand_labels, rng, COMMON_CLASSES)
         record["labelled_slices"] = slices
+    if moved is not None:
+        record["misalignment"] = moved
     for folder, volume in volumes.items():
         write_zarr(out / folder / f"{scan_id}.zarr", volume, overwrite=True)
         if export_tiffs:
