@@ -1,0 +1,197 @@
+"""Prediction benchmark: batteryct's engine against MONAI's default sliding-window usage.
+
+1. Throughput: the paper's `resunet7` (random weights, eval mode), the same slices, window and
+   25 % overlap, measured in the same process: MONAI's `sliding_window_inference` as usually
+   called (fp32, one window per forward pass) against batteryct's engine in fp32 (batched,
+   channels-last) and in its default precision (bf16 where the device supports it).
+2. Memory: peak RSS of a whole out-of-core `predict_series` run on a volume and on one 4× larger
+   (each in a fresh process), which must stay flat.
+
+    python bench/bench_predict.py [--window 256] [--slices 24] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.inferers import sliding_window_inference
+from monai.networks.nets import UNet
+
+RESUNET7 = {
+    "_target_": "monai.networks.nets.UNet",
+    "spatial_dims": 2,
+    "in_channels": 1,
+    "out_channels": 5,
+    "channels": [32, 64, 128, 256, 512, 512, 512],
+    "strides": [2, 2, 2, 2, 2, 2],
+    "kernel_size": 3,
+    "up_kernel_size": 3,
+    "num_res_units": 2,
+    "act": "PRELU",
+    "norm": "BATCH",
+    "dropout": 0.2,
+}
+CLASSES = ["background", "dendrite", "pit", "deposited_li", "electrode"]
+
+
+def resunet7() -> torch.nn.Module:
+    torch.manual_seed(0)
+    args = {k: v for k, v in RESUNET7.items() if k != "_target_"}
+    return UNet(**args).eval()
+
+
+def timed(fn, repeats: int) -> float:
+    """Best wall time of `repeats` calls, after one warm-up call."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def throughput(window: int, n_slices: int, device: str, repeats: int) -> dict[str, float]:
+    from batteryct.predict.engine import InferenceSettings, SlidingWindowEngine, bf16_supported
+
+    slices = torch.rand(n_slices, 1, window, 2 * window)
+    voxels = slices.numel()
+    net = resunet7().to(device)
+
+    def monai_default() -> None:
+        with torch.no_grad():
+            sliding_window_inference(slices.to(device), (window, window), 1, net, overlap=0.25)
+
+    fp32 = SlidingWindowEngine(
+        resunet7(), (window, window), InferenceSettings(precision="fp32"), device
+    )
+    auto = SlidingWindowEngine(resunet7(), (window, window), InferenceSettings(), device)
+    results = {"voxels": voxels, "bf16_native": bf16_supported(torch.device(device))}
+    for name, fn in (
+        ("monai_default_fp32", monai_default),
+        ("batteryct_fp32", lambda: fp32.logits(slices)),
+        (f"batteryct_{auto.precision}", lambda: auto.logits(slices)),
+    ):
+        seconds = timed(fn, repeats)
+        results[name] = voxels / seconds
+        print(f"{name:24s} {voxels / seconds / 1e6:8.3f} Mvoxel/s  ({seconds:.2f} s)", flush=True)
+    base = results["monai_default_fp32"]
+    for name in list(results):
+        if name.startswith("batteryct_"):
+            print(f"ratio {name} / monai_default_fp32: {results[name] / base:.2f}x")
+    return results
+
+
+PEAK_CHILD = """
+import json, resource, sys
+import lightning.pytorch as pl
+from rich.console import Console
+from batteryct.predict import (
+    InferenceSettings, Outputs, PostProcessSettings, PredictSettings, predict_series,
+)
+ckpt, series, out = sys.argv[1:4]
+trainer = pl.Trainer(
+    accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+    enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
+)
+settings = PredictSettings(outputs=Outputs(entropy=True))
+predict_series(ckpt, series, out, InferenceSettings(), settings, PostProcessSettings(), trainer,
+               console=Console(quiet=True))
+print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def peak_memory(window: int, depth: int, rows: int, cols: int, folder: Path) -> dict[str, float]:
+    from batteryct.io import write_zarr
+    from batteryct.models.module import CHECKPOINT_KEY
+    from batteryct.series import Cell, Scan, Series, save_series
+
+    net = resunet7()
+    ckpt = folder / "resunet7.ckpt"
+    info = {
+        "config": {"model": {"net": RESUNET7}},
+        "class_names": CLASSES,
+        "orientation": "cross_section",
+        "patch_size": [window, window],
+    }
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    torch.save({"state_dict": state, CHECKPOINT_KEY: info}, ckpt)
+    results = {}
+    rng = np.random.default_rng(0)
+    for factor in (1, 4):
+        shape = (depth, rows * factor, cols)
+        image = rng.integers(0, 255, shape, dtype=np.uint8)
+        image[: depth // 4] = 200  # an "electrode" layer pair so post-processing has work
+        image[-depth // 4 :] = 200
+        volume = write_zarr(folder / f"image_{factor}.zarr", image)
+        del image
+        series = Series(
+            Cell(voxel_size_um=1.33, plating_side="end"),
+            {0: "background"},
+            [Scan("scan", volume, 0.0, "pristine")],
+        )
+        manifest = save_series(series, folder / f"series_{factor}.yaml")
+        started = time.perf_counter()
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                PEAK_CHILD,
+                str(ckpt),
+                str(manifest),
+                str(folder / f"out_{factor}"),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        seconds = time.perf_counter() - started
+        peak = json.loads(done.stdout.strip().splitlines()[-1])["peak_rss_mib"]
+        voxels = int(np.prod(shape))
+        results[f"{factor}x"] = {"shape": list(shape), "peak_rss_mib": peak, "seconds": seconds}
+        rate = voxels / seconds / 1e6
+        print(f"{factor}x {shape}: peak RSS {peak:.0f} MiB, {seconds:.1f} s, {rate:.2f} Mvoxel/s")
+    growth = results["4x"]["peak_rss_mib"] / results["1x"]["peak_rss_mib"] - 1
+    print(f"peak RSS growth from 1x to 4x volume: {growth * 100:+.1f} %")
+    results["growth"] = growth
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--window", type=int, default=256)
+    parser.add_argument("--slices", type=int, default=24)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--memory-shape", type=int, nargs=3, default=(128, 64, 256), metavar=("D", "R", "C")
+    )
+    parser.add_argument("--memory-window", type=int, default=128)
+    parser.add_argument("--skip-memory", action="store_true")
+    args = parser.parse_args()
+    device = (
+        torch.cuda.get_device_name()
+        if args.device.startswith("cuda")
+        else platform.processor() or platform.machine()
+    )
+    threads = torch.get_num_threads()
+    print(f"device: {args.device} ({device}), torch {torch.__version__}, threads {threads}")
+    throughput(args.window, args.slices, args.device, args.repeats)
+    if not args.skip_memory:
+        with tempfile.TemporaryDirectory() as tmp:
+            peak_memory(args.memory_window, *args.memory_shape, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()
