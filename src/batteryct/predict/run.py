@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import logging
 import shutil
@@ -16,7 +17,18 @@ import numpy as np
 import torch
 import zarr
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 from batteryct.classes import ANALYSIS_CLASSES
 from batteryct.data.slices import ORIENTATIONS
@@ -245,10 +257,44 @@ def _segment(
         ]
         if trainer.is_global_zero and units:
             console.print(f"{scan.id}: {kind} — {len(units)} slab(s) of {settings.slab} to do")
-        run_units(trainer, units, work_on)
+        plane = int(np.prod(shape)) // shape[AXIS_INDEX[axis]]
+        own = units[trainer.global_rank :: trainer.world_size]
+        total = sum((u.stop - u.start) * plane for u in own)
+        with _progress(console, trainer.is_global_zero) as bar:
+            task = bar.add_task(f"{scan.id} {kind}", total=total)
+
+            run_units(trainer, units, functools.partial(_tracked, work_on, bar, task))
         left = list(iter_pending(record, kind, slabs(shape[AXIS_INDEX[axis]], settings.slab)))
         if left:
             raise RuntimeError(f"{scan.id}: {len(left)} slab(s) of stage {kind} were not done")
+
+
+def _tracked(work: Any, bar: Progress, task: TaskID, unit: _Unit, device: torch.device) -> int:
+    """Run one unit and advance the progress bar by the voxels it segmented."""
+    voxels = work(unit, device)
+    bar.advance(task, voxels)
+    return voxels
+
+
+class _VoxelRate(ProgressColumn):
+    """Throughput of the running task in voxels per second."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("-" if speed is None else f"{speed / 1e6:.2f} Mvoxel/s")
+
+
+def _progress(console: Console, visible: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        _VoxelRate(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not visible,
+        transient=False,
+    )
 
 
 def _write_outputs(
