@@ -43,6 +43,7 @@ def main(cfg: DictConfig) -> None:
         settings=instantiate(cfg.settings, _convert_="all"),
         postprocess=instantiate(cfg.postprocess),
         trainer=trainer,
+        overwrite=cfg.overwrite,
     )
 
 

@@ -247,3 +247,25 @@ def test_predict_config_composes_to_the_engine_settings(
     settings = instantiate(cfg.settings, _convert_="all")
     assert list(settings.axes) == ["rows", "cols"] and settings.outputs.entropy
     assert instantiate(cfg.inference).blend == "gaussian"
+
+
+def test_a_folder_of_another_model_or_settings_is_refused_unless_overwritten(
+    small_checkpoint: Path, small_series_dir: Path, tmp_path: Path
+) -> None:
+    series, out = small_series_dir / "series.yaml", tmp_path / "out"
+    _predict(small_checkpoint, series, out, scans=("scan_00",))
+    with pytest.raises(ConfigError, match="holds predictions made with another"):
+        _predict(small_checkpoint, series, out, scans=("scan_00",), slab=4)
+    predict_series(
+        small_checkpoint,
+        series,
+        out,
+        InferenceSettings(precision="fp32"),
+        PredictSettings(scans=("scan_00",), slab=4),
+        PostProcessSettings(),
+        _trainer(),
+        console=QUIET,
+        overwrite=True,
+    )
+    assert (out / "labels" / "scan_00.zarr").exists()
+    assert not (out / "entropy").exists()  # the old run's outputs are gone

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import hashlib
 import json
 import logging
 import shutil
@@ -90,13 +91,19 @@ def predict_series(
     postprocess: PostProcessSettings,
     trainer: pl.Trainer,
     console: Console | None = None,
+    overwrite: bool = False,
 ) -> Series | None:
-    """Segment the scans of `series` into `out`; return the predictions manifest (rank 0)."""
+    """Segment the scans of `series` into `out`; return the predictions manifest (rank 0).
+
+    `out` remembers the checkpoint and settings it was made with: the same command continues or
+    skips finished scans; another model or other settings are refused unless `overwrite`.
+    """
     console = console or Console()
     model = load_trained_model(ckpt)
     source = load_series(series)
     out = Path(out)
     _check_writable(out)
+    _claim_folder(out, _fingerprint(ckpt, inference, settings, postprocess), overwrite, trainer)
     axes = _axes(settings.axes, model)
     scans = _selected_scans(source, settings.scans)
     summaries: dict[str, dict[str, Any]] = {}
@@ -140,6 +147,39 @@ def _check_writable(out: Path) -> None:
         probe.unlink()
     except OSError as err:
         raise ConfigError(f"cannot write to the output folder {out}: {err.strerror}") from err
+
+
+def _fingerprint(
+    ckpt: str | Path,
+    inference: InferenceSettings,
+    settings: PredictSettings,
+    postprocess: PostProcessSettings,
+) -> str:
+    digest = hashlib.sha256(Path(ckpt).read_bytes())
+    kept = {k: v for k, v in asdict(settings).items() if k != "scans"}
+    options = {"inference": asdict(inference), "settings": kept, "post": asdict(postprocess)}
+    digest.update(json.dumps(options, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
+
+
+def _claim_folder(out: Path, fingerprint: str, overwrite: bool, trainer: pl.Trainer) -> None:
+    """Mark `out` as made by this model and these settings, or refuse a folder made otherwise."""
+    mark = out / "prediction.json"
+    if trainer.is_global_zero:
+        previous = json.loads(mark.read_text()).get("fingerprint") if mark.exists() else None
+        if previous not in (None, fingerprint):
+            if not overwrite:
+                raise ConfigError(
+                    f"{out} holds predictions made with another checkpoint or other settings; "
+                    "choose another out= or pass overwrite=true to replace them"
+                )
+            for child in out.iterdir():
+                if child.is_dir():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+        mark.write_text(json.dumps({"fingerprint": fingerprint}))
+    trainer.strategy.barrier("batteryct-claim")
 
 
 def _axes(requested: tuple[str, ...] | None, model: TrainedModel) -> tuple[str, ...]:
