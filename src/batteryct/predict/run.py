@@ -132,8 +132,14 @@ def predict_series(
         trainer.strategy.barrier("batteryct-scan")
     if not trainer.is_global_zero:
         return None
+    # The manifest lists every finished scan in out (jobs that each segment some scans, e.g. a
+    # SLURM array, together fill it; the last one to finish writes it whole).
+    finished = [s for s in source.scans if (out / "summary" / f"{s.id}.json").exists()]
+    all_summaries = {
+        s.id: json.loads((out / "summary" / f"{s.id}.json").read_text()) for s in finished
+    }
     manifest = _write_manifest(
-        source, scans, out, ckpt, model, inference, settings, postprocess, summaries
+        source, finished, out, ckpt, model, inference, settings, postprocess, all_summaries
     )
     _print_summary(summaries, console)
     return manifest
