@@ -42,7 +42,7 @@ QUIET = Console(quiet=True)
 
 def _tiny(out: Path, misalign: MisalignSettings | None = None, **protocol: object) -> Path:
     kwargs = small_series_kwargs(
-        protocol=CycleProtocol(n_charge=1, n_discharge=1, **protocol),
+        protocol=CycleProtocol(**{"n_charge": 1, "n_discharge": 1, **protocol}),
         hand_labels=HandLabelSettings(scans=(0,)),
     )
     generate_series(out, misalign=misalign, **kwargs)
@@ -232,17 +232,29 @@ def test_user_errors_are_one_clear_message(tmp_path: Path, small_series_dir: Pat
 
 
 def test_prepare_py_levels_registers_and_resumes(tmp_path: Path) -> None:
+    # A tilted cell moved and rotated at random between scans (all but the last), changing over
+    # the cycle (pits, deposits, swelling); its static inclusions are what registration uses.
+    tilt = (2.0, -1.5)
     manifest = _tiny(
-        tmp_path / "raw", MisalignSettings(tilt_deg=(2.0, -1.5), shift_vox_max=2.0), efficiency=0.0
+        tmp_path / "raw",
+        MisalignSettings(tilt_deg=tilt, shift_vox_max=2.5, rotation_deg_max=1.0),
+        n_charge=2,
     )
-    original = load_series(_tiny(tmp_path / "original", efficiency=0.0))
+    misalignment = json.loads((tmp_path / "raw" / "misalignment.json").read_text())
+    original = load_series(_tiny(tmp_path / "original", n_charge=2))
     out = tmp_path / "prepared"
     command = [
         sys.executable,
         str(ROOT / "prepare.py"),
         f"series={manifest}",
         f"out={out}",
-        "level.use_suggestion=true",
+        f"level.tilt_deg=[{tilt[0]},{tilt[1]}]",
+        # one sub-volume over the static stripping side (small depth), away from the edges
+        "register.subvolume_vox=[24,56,56]",
+        "register.centres_vox=[[12,32,32]]",
+        "register.search_margin_vox=6",
+        "register.shrink_factors=[2,1]",
+        "register.smoothing_sigmas_vox=[1.0,0.7]",
         "output.chunks=[16,32,32]",
     ]
     first = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
@@ -250,17 +262,28 @@ def test_prepare_py_levels_registers_and_resumes(tmp_path: Path) -> None:
     assert "suggested levelling angles" in first.stdout
     prepared = load_series(out / "series.yaml")
     record = json.loads((out / "prepare.json").read_text())
-    assert record["suggested_tilt_deg_rows_cols"] == pytest.approx([2.0, -1.5], abs=0.25)
+    assert record["suggested_tilt_deg_rows_cols"] == pytest.approx(list(tilt), abs=0.25)
     roi = prepared.metadata["prepare"]["roi_vox"]
     crop = tuple(slice(a, b) for a, b in roi)
-    reference = prepared.scans[-1]
-    agreement = (
-        prepared.open_labels_gt(reference).read()
-        == original.open_labels_gt(original.scans[-1]).read()[crop]
-    ).mean()
-    assert agreement > 0.98
+    start = np.array([a for a, _ in roi], float)
+    ends = [(0, b - a - 1) for a, b in roi]
+    corners = np.array([[d, r, c] for d in ends[0] for r in ends[1] for c in ends[2]], float)
+    for scan in prepared.scans:
+        # prepared voxel -> raw position -> position in the aligned original: the identity + ROI
+        to_raw = Rigid.from_dict(record["scans"][scan.id]["prepared_to_raw"])
+        to_aligned = Rigid.from_dict(misalignment["scans"][scan.id]["raw_to_aligned"])
+        total = to_aligned.then(to_raw)
+        error_vox = np.abs(total(corners) - (corners + start)).max()
+        print(f"{scan.id}: {error_vox:.3f} vox at the ROI corners, {total.rotation_deg():.4f}°")
+        assert error_vox < 0.2, scan.id
+        assert total.rotation_deg() < 0.15, scan.id
+    for scan, plain in zip(prepared.scans, original.scans, strict=True):
+        agreement = (
+            prepared.open_labels_gt(scan).read() == original.open_labels_gt(plain).read()[crop]
+        ).mean()
+        assert agreement > 0.98, scan.id
     assert all((out / "quicklook" / f"{s.id}.png").stat().st_size > 5000 for s in prepared.scans)
-    assert open_volume(out / "images" / f"{reference.id}.zarr").chunks == (16, 32, 32)
+    assert open_volume(out / "images" / f"{prepared.scans[-1].id}.zarr").chunks == (16, 32, 32)
     again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "nothing to do" in again.stdout
     bad = subprocess.run(

@@ -135,7 +135,8 @@ def prepare_series(
             values = resample_box(
                 volumes[index], levels[index], box, order=1, convert=normalisers[index].to_float
             )
-            return values, inside_mask(levels[index], box, volumes[index].shape)
+            margin = register.edge_margin_vox
+            return values, inside_mask(levels[index], box, volumes[index].shape, margin)
 
         return sample
 

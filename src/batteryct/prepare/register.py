@@ -37,6 +37,7 @@ class RegisterSettings:
     n_subvolumes: tuple[int, int] = (2, 2)
     centres_vox: Sequence[Sequence[int]] | None = None
     search_margin_vox: int = 12
+    edge_margin_vox: float = 2.0
     shrink_factors: tuple[int, ...] = (4, 2, 1)
     smoothing_sigmas_vox: tuple[float, ...] = (2.0, 1.0, 0.0)
     iterations: int = 200
@@ -66,8 +67,10 @@ class RegisterSettings:
             raise ConfigError(
                 f"register.n_subvolumes is {list(self.n_subvolumes)}; expected [rows, cols] >= 1"
             )
-        if self.search_margin_vox < 0 or self.iterations < 1:
-            raise ConfigError("register.search_margin_vox must be >= 0, iterations >= 1")
+        if self.search_margin_vox < 0 or self.iterations < 1 or self.edge_margin_vox < 0:
+            raise ConfigError(
+                "register.search_margin_vox and edge_margin_vox must be >= 0, iterations >= 1"
+            )
 
 
 def subvolume_size(settings: RegisterSettings, shape: tuple[int, int, int]) -> tuple[int, int, int]:

@@ -89,13 +89,21 @@ def chunk_boxes(box: Box, chunks: tuple[int, int, int]) -> Iterator[Box]:
     yield from itertools.product(*ranges)  # type: ignore[misc]
 
 
-def inside_mask(transform: Rigid, box: Box, shape: tuple[int, int, int]) -> np.ndarray:
-    """True where `transform` maps a voxel of `box` inside a volume of `shape` (interpolable)."""
+def inside_mask(
+    transform: Rigid,
+    box: Box,
+    shape: tuple[int, int, int],
+    margin: float | tuple[float, float, float] = 0.0,
+) -> np.ndarray:
+    """True where `transform` maps a voxel of `box` inside a volume of `shape` (interpolable),
+    at least `margin` voxels (per axis of the volume) from its faces."""
+    margins = np.broadcast_to(np.asarray(margin, dtype=np.float32), (3,))
     axes = [np.arange(start, stop, dtype=np.float32) for start, stop in box]
     d, r, c = axes[0][:, None, None], axes[1][None, :, None], axes[2][None, None, :]
     mask = np.ones(box_shape(box), bool)
     for k in range(3):
         m = transform.matrix[k].astype(np.float32)
         position = m[0] * d + m[1] * r + m[2] * c + np.float32(transform.offset[k])
-        mask &= (position >= -1e-3) & (position <= shape[k] - 1 + 1e-3)
+        low, high = margins[k] - 1e-3, shape[k] - 1 - margins[k] + 1e-3
+        mask &= (position >= low) & (position <= high)
     return mask

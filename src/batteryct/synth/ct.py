@@ -11,6 +11,7 @@ scan at once; back-projection is its transpose. It agrees with scikit-image's ra
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -155,10 +156,19 @@ def attenuation_volume(
 
 
 def simulate_scan(
-    material: np.ndarray, voxel_size_um: float, settings: CTSettings, rng: np.random.Generator
+    material: np.ndarray,
+    voxel_size_um: float,
+    settings: CTSettings,
+    rng: np.random.Generator,
+    move: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
-    """Reconstructed grey values (settings.dtype) of one material volume (depth, rows, cols)."""
+    """Reconstructed grey values (settings.dtype) of one material volume (depth, rows, cols).
+
+    `move` resamples the attenuation volume before the projection (a misaligned cell: moved with
+    sub-voxel accuracy, as a real cell is, instead of moving the discrete materials)."""
     mu = attenuation_volume(material, settings, rng)
+    if move is not None:
+        mu = move(mu).astype(np.float32, copy=False)
     slices = np.ascontiguousarray(mu.transpose(1, 0, 2))  # rows are the rotation axis
     projector = ParallelBeamProjector(slices.shape[1:], settings.n_angles)
     voxel_cm = voxel_size_um / UM_PER_CM

@@ -33,11 +33,17 @@ from batteryct.synth.geometry import (
     PLATING_ELECTRODE,
     STRIPPING_ELECTRODE,
     CellGeometry,
+    Material,
     StepCounts,
     SyntheticCell,
 )
 from batteryct.synth.hand_labels import HandLabelSettings, choose_slices, label_value, paint_volume
-from batteryct.synth.misalign import MisalignSettings, misalign_volume, scan_map
+from batteryct.synth.misalign import (
+    MisalignSettings,
+    inclusion_mask,
+    misalign_volume,
+    scan_map,
+)
 from batteryct.synth.summary import print_volume_table, write_preview, write_volume_csv
 
 PROGRESS_FILE = ".synth-progress.json"
@@ -273,16 +279,31 @@ def _write_scan(
 ) -> dict[str, Any]:
     """Compose, image and label one scan; write its volumes atomically; return its record."""
     labels, material = cell.compose(counts)
+    if misalign is not None and misalign.inclusions_per_pixel:
+        # Static inclusions (same for every scan): dense grains in the top pouch and the
+        # stripping electrode, kept whatever the Li around them does; the labels stay as they are.
+        lay = cell.layout
+        depth_range = (float(lay.top_pouch[0]), float(lay.strip_iface.min()) - 1.0)
+        grains = inclusion_mask(
+            misalign, labels.shape, depth_range, np.random.default_rng([seed, 3])
+        )
+        material[grains] = Material.POUCH
     if plating_side == "start":
         labels, material = labels[::-1].copy(), material[::-1].copy()
     moved: dict[str, Any] | None = None
+    move = None
     if misalign is not None:
         matrix, offset, moved = scan_map(
             misalign, labels.shape, index, n_scans, np.random.default_rng([seed, index, 2])
         )
         labels = misalign_volume(labels, matrix, offset)
-        material = misalign_volume(material, matrix, offset)
-    image = simulate_scan(material, voxel_size_um, ct, np.random.default_rng([seed, index, 0]))
+
+        def move(mu: np.ndarray) -> np.ndarray:
+            return misalign_volume(mu, matrix, offset, order=1)
+
+    image = simulate_scan(
+        material, voxel_size_um, ct, np.random.default_rng([seed, index, 0]), move=move
+    )
     volumes = {"images": image, "labels_gt": labels}
     record: dict[str, Any] = {
         "voxels": {

@@ -1,9 +1,10 @@
 """Misaligned scans, as a beamline delivers them: a tilted cell that moves a little between scans.
 
 The preparation stage (`batteryct.prepare`) has to level and register real scans; this module
-makes synthetic ones that need it. A misaligned scan is the aligned material (and label) volume
-resampled (nearest neighbour, so materials stay materials) through a known rigid map, before the
-CT simulation. All coordinates are voxel indices in canonical (depth, rows, cols) order.
+makes synthetic ones that need it. A misaligned scan is the aligned cell moved through a known
+rigid map before the CT projection: its attenuation volume resampled linearly (sub-voxel, as a
+real cell moves), its label volume by nearest neighbour. All coordinates are voxel indices in
+canonical (depth, rows, cols) order.
 
 - `tilt_deg` = (rows, cols): the whole cell is tilted so that its electrode planes rise by
   tan(tilt) voxels of depth per voxel along rows and along cols. The same for every scan.
@@ -12,6 +13,11 @@ CT simulation. All coordinates are voxel indices in canonical (depth, rows, cols
 - `steady_scans`: scans (indices in time order, negative from the end) left without the random
   motion; by default the last one, the registration reference of `prepare.py`, so a prepared
   series lands in the frame of the aligned original and can be compared with it voxel by voxel.
+- `inclusions_per_pixel`: dense inert inclusions (ceramic grains, impurities) in the pouch and the
+  stripping electrode, per in-plane pixel. They never change over the cycle, so a misaligned
+  series has the static in-plane features that registration needs (a real cell has them; the
+  layers of the synthetic one are nearly featureless in plane). Only misaligned series get them:
+  aligned series stay exactly as they were.
 
 The map of each scan is recorded (`raw_to_aligned`): the aligned position `M @ p + t` of the
 voxel at index `p` of the misaligned volume.
@@ -37,6 +43,8 @@ class MisalignSettings:
     shift_vox_max: float = 0.0
     rotation_deg_max: float = 0.0
     steady_scans: tuple[int, ...] = (-1,)
+    inclusions_per_pixel: float = 0.01
+    inclusion_radius_vox: tuple[float, float] = (1.0, 2.0)
 
     @property
     def active(self) -> bool:
@@ -51,6 +59,12 @@ class MisalignSettings:
         if self.shift_vox_max < 0 or self.rotation_deg_max < 0 or self.rotation_deg_max >= 45:
             raise ConfigError(
                 "misalign.shift_vox_max must be >= 0 and misalign.rotation_deg_max in [0, 45)"
+            )
+        low, high = (float(r) for r in self.inclusion_radius_vox)
+        if self.inclusions_per_pixel < 0 or not 0 < low <= high:
+            raise ConfigError(
+                "misalign.inclusions_per_pixel must be >= 0 and misalign.inclusion_radius_vox"
+                " [smallest, largest] > 0"
             )
 
 
@@ -107,11 +121,41 @@ def scan_map(
     return matrix, offset, record
 
 
-def misalign_volume(volume: np.ndarray, matrix: np.ndarray, offset: np.ndarray) -> np.ndarray:
-    """Nearest-neighbour resampling of an aligned volume into the misaligned frame.
+def misalign_volume(
+    volume: np.ndarray, matrix: np.ndarray, offset: np.ndarray, order: int = 0
+) -> np.ndarray:
+    """Resampling of an aligned volume into the misaligned frame: nearest neighbour (order 0) for
+    labels, linear (order 1) for the attenuation, so that a moved plane stays a plane with partial
+    volumes at its edge instead of becoming a staircase that differs from scan to scan.
 
     Beyond the volume the nearest edge voxel continues (the cell is wider than the field of view).
     """
     return ndimage.affine_transform(
-        volume, matrix, offset, output_shape=volume.shape, order=0, mode="nearest"
+        volume, matrix, offset, output_shape=volume.shape, order=order, mode="nearest"
     )
+
+
+def inclusion_mask(
+    settings: MisalignSettings,
+    shape: tuple[int, int, int],
+    depth_range: tuple[float, float],
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Voxels of the static inclusions: balls with centres uniform in plane and in `depth_range`
+    (internal orientation, the static stripping side of the cell)."""
+    mask = np.zeros(shape, bool)
+    count = round(settings.inclusions_per_pixel * shape[1] * shape[2])
+    low, high = (float(r) for r in settings.inclusion_radius_vox)
+    for _ in range(count):
+        centre = np.array(
+            [rng.uniform(*depth_range), rng.uniform(0, shape[1]), rng.uniform(0, shape[2])]
+        )
+        radius = rng.uniform(low, high)
+        lo = np.maximum(np.floor(centre - radius).astype(int), 0)
+        hi = np.minimum(np.ceil(centre + radius).astype(int) + 1, shape)
+        if np.any(hi <= lo):
+            continue
+        grid = np.mgrid[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+        dist2 = sum((g - c) ** 2 for g, c in zip(grid, centre, strict=True))
+        mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] |= dist2 <= radius**2
+    return mask
