@@ -229,10 +229,15 @@ def write_outputs(result, out: Path, volumes, console: Console, config=None) -> 
     path = out / "summary.json"
     _atomic_write(path, json.dumps(summary(result, config), indent=2, ensure_ascii=False))
     written["summary"] = path
+    depth = result.shape[0]
+    projections = {}
+    for sid, ms in result.maps.items():
+        for name, m in ms.items():
+            projections[f"{sid}/{name}"] = m  # sum projection, voxels
+            projections[f"{sid}/{name}/thickness_um"] = m * result.voxel_um  # local thickness
+            projections[f"{sid}/{name}/mean"] = m / depth  # mean projection: density
     np.savez_compressed(
-        out / "maps.npz",
-        **{f"{sid}/{name}": m for sid, ms in result.maps.items() for name, m in ms.items()},
-        **{k: v for k, v in result.derived["maps"].items()},
+        out / "maps.npz", **projections, **{k: v for k, v in result.derived["maps"].items()}
     )
     meshes = result.settings.meshes
     if meshes is not None and meshes.scans and meshes.classes:
