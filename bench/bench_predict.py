@@ -60,7 +60,9 @@ def timed(fn, repeats: int) -> float:
     return best
 
 
-def throughput(window: int, n_slices: int, device: str, repeats: int) -> dict[str, float]:
+def throughput(
+    window: int, n_slices: int, device: str, repeats: int, compile_too: bool
+) -> dict[str, float]:
     from batteryct.predict.engine import InferenceSettings, SlidingWindowEngine, bf16_supported
 
     slices = torch.rand(n_slices, 1, window, 2 * window)
@@ -75,12 +77,18 @@ def throughput(window: int, n_slices: int, device: str, repeats: int) -> dict[st
         resunet7(), (window, window), InferenceSettings(precision="fp32"), device
     )
     auto = SlidingWindowEngine(resunet7(), (window, window), InferenceSettings(), device)
+    compiled = SlidingWindowEngine(
+        resunet7(), (window, window), InferenceSettings(compile=True), device
+    )
     results = {"voxels": voxels, "bf16_native": bf16_supported(torch.device(device))}
-    for name, fn in (
+    runs = [
         ("monai_default_fp32", monai_default),
         ("batteryct_fp32", lambda: fp32.logits(slices)),
         (f"batteryct_{auto.precision}", lambda: auto.logits(slices)),
-    ):
+    ]
+    if compile_too:
+        runs.append((f"batteryct_{auto.precision}_compiled", lambda: compiled.logits(slices)))
+    for name, fn in runs:
         seconds = timed(fn, repeats)
         results[name] = voxels / seconds
         print(f"{name:24s} {voxels / seconds / 1e6:8.3f} Mvoxel/s  ({seconds:.2f} s)", flush=True)
@@ -179,6 +187,7 @@ def main() -> None:
     )
     parser.add_argument("--memory-window", type=int, default=128)
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile run")
     args = parser.parse_args()
     device = (
         torch.cuda.get_device_name()
@@ -187,7 +196,7 @@ def main() -> None:
     )
     threads = torch.get_num_threads()
     print(f"device: {args.device} ({device}), torch {torch.__version__}, threads {threads}")
-    throughput(args.window, args.slices, args.device, args.repeats)
+    throughput(args.window, args.slices, args.device, args.repeats, not args.no_compile)
     if not args.skip_memory:
         with tempfile.TemporaryDirectory() as tmp:
             peak_memory(args.memory_window, *args.memory_shape, Path(tmp))
