@@ -269,3 +269,50 @@ def test_a_folder_of_another_model_or_settings_is_refused_unless_overwritten(
     )
     assert (out / "labels" / "scan_00.zarr").exists()
     assert not (out / "entropy").exists()  # the old run's outputs are gone
+
+
+def test_two_orientations_are_averaged(
+    small_checkpoint: Path, small_series_dir: Path, tmp_path: Path
+) -> None:
+    series = small_series_dir / "series.yaml"
+    probs = {}
+    for axis in ("rows", "cols"):
+        _predict(
+            small_checkpoint,
+            series,
+            tmp_path / axis,
+            scans=("scan_12",),
+            axes=(axis,),
+            outputs=Outputs(probabilities=True, entropy=True),
+        )
+        probs[axis] = zarr.open_array(str(tmp_path / axis / "probabilities" / "scan_12.zarr"))[:]
+    _predict(small_checkpoint, series, tmp_path / "both", scans=("scan_12",), axes=("rows", "cols"))
+    both = _arrays(tmp_path / "both", "scan_12")["labels_net"]
+    expected = (probs["rows"].astype(float) + probs["cols"]).argmax(axis=0)
+    assert (both == expected).mean() > 0.99  # probabilities were stored as uint8: rare ties differ
+    assert (both != _arrays(tmp_path / "rows", "scan_12")["labels_net"]).any()
+
+
+def test_tiff_export_and_a_full_disk(
+    small_checkpoint: Path, small_series_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    import errno
+
+    import tifffile
+
+    series = small_series_dir / "series.yaml"
+    _predict(small_checkpoint, series, tmp_path / "t", scans=("scan_00",), export_tiffs=True)
+    labels = zarr.open_array(str(tmp_path / "t" / "labels" / "scan_00.zarr"))[:]
+    np.testing.assert_array_equal(
+        tifffile.imread(tmp_path / "t" / "tiff" / "scan_00_labels.tif"), labels
+    )
+
+    import batteryct.predict.run as run_module
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(run_module, "_write_outputs", full)
+    with pytest.raises(ConfigError, match="is full while segmenting scan_06"):
+        _predict(small_checkpoint, series, tmp_path / "full", scans=("scan_06",))
+    assert not (tmp_path / "full" / "labels").exists()

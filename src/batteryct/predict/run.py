@@ -34,7 +34,7 @@ from rich.text import Text
 from batteryct.classes import ANALYSIS_CLASSES
 from batteryct.data.slices import ORIENTATIONS
 from batteryct.errors import BatteryCTError, ConfigError
-from batteryct.io import Volume, export_tiff
+from batteryct.io import Volume, export_tiff, open_volume
 from batteryct.predict.checkpoint import TrainedModel, load_trained_model
 from batteryct.predict.engine import InferenceSettings, SlidingWindowEngine
 from batteryct.predict.postprocess import PostProcessSettings, postprocess_scan
@@ -385,7 +385,7 @@ def _finish_scan(
         source.rename(target)
     if settings.export_tiffs:
         export_tiff(
-            out / "labels" / f"{scan.id}.zarr",
+            open_volume(out / "labels" / f"{scan.id}.zarr"),
             out / "tiff" / f"{scan.id}_labels.tif",
             voxel_size_um=series.cell.voxel_size_um,
         )
