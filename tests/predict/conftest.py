@@ -4,10 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightning.pytorch as pl
 import pytest
 
 from batteryct.training import train
 from tests.training.helpers import train_config
+
+
+def predict_trainer() -> pl.Trainer:
+    """A one-process CPU trainer as predict.py builds it."""
+    return pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -4,22 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning.pytorch as pl
 import numpy as np
 from rich.console import Console
 
 from batteryct.predict import CombineSettings, InferenceSettings, combine_series
 from batteryct.training import train
-from tests.training.helpers import train_config
-
-LAPTOP = (
-    "scale=laptop",
-    "data.patch_size=[32,32]",
-    "data.batch_size=8",
-    "data.train_patches_per_epoch=32",
-    "data.val_patches=16",
-    "trainer.max_epochs=1",
-)
+from tests.predict.conftest import predict_trainer
+from tests.training.helpers import LAPTOP_EXPERIMENT, train_config
 
 
 def test_binary_models_combine_into_labels_that_train_iteration_3(
@@ -29,17 +20,9 @@ def test_binary_models_combine_into_labels_that_train_iteration_3(
     checkpoints = []
     for phase in ("deposited_li", "electrode"):
         run = tmp_path / phase
-        train(train_config(series, run, f"experiment=iter2/{phase}", *LAPTOP))
+        train(train_config(series, run, f"experiment=iter2/{phase}", *LAPTOP_EXPERIMENT))
         checkpoints.append(str(run / "checkpoints" / "last.ckpt"))
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-    )
+    trainer = predict_trainer()
     settings = CombineSettings(checkpoints=tuple(checkpoints), threshold=0.6, scans=("scan_12",))
     manifest = combine_series(
         settings, series, tmp_path / "combined", InferenceSettings(), trainer, Console(quiet=True)
@@ -54,7 +37,7 @@ def test_binary_models_combine_into_labels_that_train_iteration_3(
             tmp_path / "combined" / "series.yaml",
             tmp_path / "iter3",
             "experiment=iter3_multiclass",
-            *LAPTOP,
+            *LAPTOP_EXPERIMENT,
             "+trainer.fast_dev_run=true",
         )
     )

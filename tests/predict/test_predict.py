@@ -29,23 +29,10 @@ from batteryct.predict import (
     predict_series,
 )
 from batteryct.series import load_series
+from tests.predict.conftest import predict_trainer
 from tests.training.helpers import ROOT
 
 QUIET = Console(quiet=True)
-
-
-def _trainer():
-    import lightning.pytorch as pl
-
-    return pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-    )
 
 
 def _predict(ckpt: Path, series: Path, out: Path, **settings: object):
@@ -58,7 +45,7 @@ def _predict(ckpt: Path, series: Path, out: Path, **settings: object):
         InferenceSettings(precision="fp32"),
         PredictSettings(**defaults),
         PostProcessSettings(),
-        _trainer(),
+        predict_trainer(),
         console=QUIET,
     )
 
@@ -215,7 +202,7 @@ def test_errors_are_clear(small_checkpoint: Path, small_series_dir: Path, tmp_pa
             InferenceSettings(window=(128, 128)),
             PredictSettings(scans=("scan_00",)),
             PostProcessSettings(),
-            _trainer(),
+            predict_trainer(),
             console=QUIET,
         )
     assert not (tmp_path / "d" / "labels").exists()
@@ -263,7 +250,7 @@ def test_a_folder_of_another_model_or_settings_is_refused_unless_overwritten(
         InferenceSettings(precision="fp32"),
         PredictSettings(scans=("scan_00",), slab=4),
         PostProcessSettings(),
-        _trainer(),
+        predict_trainer(),
         console=QUIET,
         overwrite=True,
     )

@@ -231,24 +231,27 @@ def test_user_errors_are_one_clear_message(tmp_path: Path, small_series_dir: Pat
     assert not any((tmp_path / n).exists() for n in "abc")
 
 
-def test_prepare_py_levels_registers_and_resumes(tmp_path: Path) -> None:
-    # A tilted cell moved and rotated at random between scans (all but the last), changing over
-    # the cycle (pits, deposits, swelling); its static inclusions are what registration uses.
-    tilt = (2.0, -1.5)
-    manifest = _tiny(
-        tmp_path / "raw",
-        MisalignSettings(tilt_deg=tilt, shift_vox_max=2.5, rotation_deg_max=1.0),
-        n_charge=2,
-    )
-    misalignment = json.loads((tmp_path / "raw" / "misalignment.json").read_text())
-    original = load_series(_tiny(tmp_path / "original", n_charge=2))
-    out = tmp_path / "prepared"
-    command = [
+TILT = (2.0, -1.5)
+# A tilted cell moved and rotated at random between scans (all but the last), changing over the
+# cycle (pits, deposits, swelling); its static inclusions are what registration uses. The top
+# static slab is thin (~10 voxels), so the test series has more and larger inclusions than the
+# default.
+E2E_MISALIGN = MisalignSettings(
+    tilt_deg=TILT,
+    shift_vox_max=2.5,
+    rotation_deg_max=1.0,
+    inclusions_per_pixel=0.03,
+    inclusion_radius_vox=(2.0, 3.5),
+)
+
+
+def _prepare_command(manifest: Path, out: Path) -> list[str]:
+    return [
         sys.executable,
         str(ROOT / "prepare.py"),
         f"series={manifest}",
         f"out={out}",
-        f"level.tilt_deg=[{tilt[0]},{tilt[1]}]",
+        f"level.tilt_deg=[{TILT[0]},{TILT[1]}]",
         # one sub-volume over the static stripping side (small depth), away from the edges
         "register.subvolume_vox=[24,56,56]",
         "register.centres_vox=[[12,32,32]]",
@@ -257,12 +260,36 @@ def test_prepare_py_levels_registers_and_resumes(tmp_path: Path) -> None:
         "register.smoothing_sigmas_vox=[1.0,0.7]",
         "output.chunks=[16,32,32]",
     ]
+
+
+@pytest.fixture(scope="module")
+def prepared_e2e(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """A misaligned series, the aligned original and the output of prepare.py on the former."""
+    tmp_path = tmp_path_factory.mktemp("e2e")
+    manifest = _tiny(tmp_path / "raw", E2E_MISALIGN, n_charge=2)
+    original = _tiny(tmp_path / "original", n_charge=2)
+    out = tmp_path / "prepared"
+    command = _prepare_command(manifest, out)
     first = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr
-    assert "suggested levelling angles" in first.stdout
+    return {
+        "tmp": tmp_path,
+        "raw": tmp_path / "raw",
+        "original": original,
+        "out": out,
+        "command": command,
+        "stdout": first.stdout,
+    }
+
+
+def test_prepare_py_levels_registers_and_resumes(prepared_e2e: dict) -> None:
+    tmp_path, out, command = prepared_e2e["tmp"], prepared_e2e["out"], prepared_e2e["command"]
+    assert "suggested levelling angles" in prepared_e2e["stdout"]
+    misalignment = json.loads((prepared_e2e["raw"] / "misalignment.json").read_text())
+    original = load_series(prepared_e2e["original"])
     prepared = load_series(out / "series.yaml")
     record = json.loads((out / "prepare.json").read_text())
-    assert record["suggested_tilt_deg_rows_cols"] == pytest.approx(list(tilt), abs=0.25)
+    assert record["suggested_tilt_deg_rows_cols"] == pytest.approx(list(TILT), abs=0.25)
     roi = prepared.metadata["prepare"]["roi_vox"]
     crop = tuple(slice(a, b) for a, b in roi)
     start = np.array([a for a, _ in roi], float)
@@ -275,8 +302,9 @@ def test_prepare_py_levels_registers_and_resumes(tmp_path: Path) -> None:
         total = to_aligned.then(to_raw)
         error_vox = np.abs(total(corners) - (corners + start)).max()
         print(f"{scan.id}: {error_vox:.3f} vox at the ROI corners, {total.rotation_deg():.4f}°")
+        # the tolerances of issue 6
         assert error_vox < 0.2, scan.id
-        assert total.rotation_deg() < 0.15, scan.id
+        assert total.rotation_deg() < 0.05, scan.id
     for scan, plain in zip(prepared.scans, original.scans, strict=True):
         agreement = (
             prepared.open_labels_gt(scan).read() == original.open_labels_gt(plain).read()[crop]
@@ -294,3 +322,81 @@ def test_prepare_py_levels_registers_and_resumes(tmp_path: Path) -> None:
         timeout=300,
     )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_prepared_manifest_trains_predicts_and_analyses_like_the_original(
+    prepared_e2e: dict, tmp_path: Path
+) -> None:
+    import lightning.pytorch as pl
+
+    from batteryct.analysis import AnalysisSettings, analyze_series
+    from batteryct.classes import ANALYSIS_CLASSES
+    from batteryct.predict import (
+        InferenceSettings,
+        Outputs,
+        PostProcessSettings,
+        PredictSettings,
+        predict_series,
+    )
+    from batteryct.training import train
+    from tests.training.helpers import train_config
+
+    manifest = prepared_e2e["out"] / "series.yaml"
+    prepared = load_series(manifest)
+    # (a) training: prepare drops `labelled_slices`; the data module finds the painted slices.
+    run_dir = tmp_path / "run"
+    train(
+        train_config(
+            manifest,
+            run_dir,
+            "trainer.max_epochs=1",
+            "data.train_patches_per_epoch=8",
+            "data.val_patches=8",
+            "data.test_patches=8",
+        )
+    )
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    assert checkpoint.is_file()
+    # (b) prediction of one scan with that model
+    scan = prepared.scans[-1].id
+    predicted = predict_series(
+        checkpoint,
+        manifest,
+        tmp_path / "predicted",
+        InferenceSettings(precision="fp32"),
+        PredictSettings(scans=(scan,), slab=8, outputs=Outputs()),
+        PostProcessSettings(),
+        pl.Trainer(
+            accelerator="cpu",
+            devices=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            use_distributed_sampler=False,
+        ),
+        console=QUIET,
+    )
+    again = load_series(tmp_path / "predicted" / "series.yaml")
+    assert [s.id for s in again.scans] == [scan] and predicted is not None
+    labels = open_volume(tmp_path / "predicted" / "labels" / f"{scan}.zarr")
+    assert labels.shape == tuple(b - a for a, b in prepared.metadata["prepare"]["roi_vox"])
+    # (c) analysis of the prepared manifest (its labels_gt: the resampled true labels) gives the
+    # class volumes of the original series over the same region.
+    result = analyze_series(
+        manifest, None, AnalysisSettings(meshes=None, figures=False), console=QUIET
+    )
+    original = load_series(prepared_e2e["original"])
+    roi = prepared.metadata["prepare"]["roi_vox"]
+    crop = tuple(slice(a, b) for a, b in roi)
+    voxel_um3 = original.cell.voxel_size_um**3
+    for index, plain in enumerate(original.scans):
+        counts = np.bincount(
+            original.open_labels_gt(plain).read()[crop].ravel(), minlength=len(ANALYSIS_CLASSES)
+        )
+        for value, name in ANALYSIS_CLASSES.items():
+            expected = counts[value] * voxel_um3
+            if counts[value] < 200:  # a few voxels: resampling moves them by more than a few %
+                continue
+            found = result.volume_um3(name)[index]
+            assert found == pytest.approx(expected, rel=0.05), (plain.id, name)

@@ -26,6 +26,17 @@ SMALL_RUN = (
 )
 
 
+LAPTOP_EXPERIMENT = (
+    "scale=laptop",
+    "data.patch_size=[32,32]",
+    "data.batch_size=8",
+    "data.train_patches_per_epoch=32",
+    "data.val_patches=16",
+    "trainer.max_epochs=1",
+)
+"""Overrides that shrink an iteration experiment (paper scale) to a quick CPU run."""
+
+
 def small_overrides(series: Path, run_dir: Path) -> list[str]:
     """Overrides for a quick CPU run on `series`, writing into `run_dir`."""
     return [f"series={series}", f"run_dir={run_dir}", f"paths.root_dir={run_dir}", *SMALL_RUN]

@@ -14,7 +14,7 @@ from monai.networks.nets import UNet
 
 from batteryct.models import CHECKPOINT_KEY, CheckpointMismatchError, load_matching_weights
 from batteryct.training import train
-from tests.training.helpers import train_config
+from tests.training.helpers import LAPTOP_EXPERIMENT, train_config
 
 
 def _epochs(run_dir: Path, key: str) -> list[float]:
@@ -94,13 +94,8 @@ def test_start_from_a_checkpoint_with_another_number_of_classes(
         series,
         binary,
         "experiment=iter2/deposited_li",
-        "scale=laptop",
-        "data.patch_size=[32,32]",
-        "trainer.max_epochs=1",
+        *LAPTOP_EXPERIMENT,
         f"init_from={five / 'checkpoints' / 'last.ckpt'}",
-        "data.batch_size=8",
-        "data.train_patches_per_epoch=32",
-        "data.val_patches=16",
     )
     net = instantiate(cfg.model.net)
     with caplog.at_level(logging.INFO, logger="batteryct.models.weights"):
@@ -177,27 +172,14 @@ def test_iteration_experiments_run_end_to_end(
         series,
         tmp_path,
         f"experiment={experiment}",
-        "scale=laptop",
-        "data.patch_size=[32,32]",
-        "data.batch_size=8",
-        "data.train_patches_per_epoch=32",
-        "data.val_patches=16",
-        "trainer.max_epochs=1",
+        *LAPTOP_EXPERIMENT,
     )
     assert train(cfg) is not None
     assert (tmp_path / "checkpoints" / "last.ckpt").exists()
 
 
 def test_refined_iteration_fine_tunes_and_reports_test_iou(series: Path, tmp_path: Path) -> None:
-    base = [
-        "scale=laptop",
-        "data.patch_size=[32,32]",
-        "data.batch_size=8",
-        "data.train_patches_per_epoch=32",
-        "data.val_patches=16",
-        "data.test_patches=16",
-        "trainer.max_epochs=1",
-    ]
+    base = [*LAPTOP_EXPERIMENT, "data.test_patches=16"]
     iter3 = tmp_path / "iter3"
     train(train_config(series, iter3, "experiment=iter3_multiclass", *base))
     refined = tmp_path / "iter4"

@@ -16,7 +16,7 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from batteryct.data.label_map import IGNORE_INDEX
-from batteryct.figures import class_colormap
+from batteryct.figures import class_colormap, show_labels
 
 
 class ValidationOverlays(pl.Callback):
@@ -75,16 +75,7 @@ class ValidationOverlays(pl.Callback):
                 (("image", None), ("label", shown_label), ("prediction", prediction))
             ):
                 ax = axes[row, col]
-                ax.imshow(image, cmap="gray", interpolation="nearest")
-                if overlay is not None:
-                    ax.imshow(
-                        overlay,
-                        cmap=cmap,
-                        vmin=0,
-                        vmax=cmap.N - 1,
-                        alpha=0.6,
-                        interpolation="nearest",
-                    )
+                show_labels(ax, image, overlay, cmap)
                 ax.set_axis_off()
                 if row == 0:
                     ax.set_title(title)

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from batteryct.classes import CLASS_COLORS
-from batteryct.figures import class_colormap
+from batteryct.figures import class_colormap, show_labels
 from batteryct.series import Series
 
 
@@ -80,17 +80,7 @@ def write_preview(path: Path, series: Series, index_of_interest: int) -> None:
         len(panels), 1, figsize=(8, 2.2 * len(panels) * section.shape[0] / 64 + 1), squeeze=False
     )
     for ax, (title, overlay) in zip(axes[:, 0], panels, strict=True):
-        ax.imshow(section, cmap="gray", extent=extent, interpolation="nearest")
-        if overlay is not None:
-            ax.imshow(
-                overlay,
-                cmap=cmap,
-                vmin=0,
-                vmax=cmap.N - 1,
-                alpha=0.75,
-                extent=extent,
-                interpolation="nearest",
-            )
+        show_labels(ax, section, overlay, cmap, alpha=0.75, extent=extent)
         ax.set_title(f"{title} — {scan.id}, {scan.minutes:g} min, row {row}")
         ax.set_ylabel("depth (µm)")
     axes[-1, 0].set_xlabel("cols (µm)")
