@@ -15,8 +15,13 @@ from batteryct.series import load_series
 from tests.training.helpers import train_config
 
 NETWORK_MAP = {
-    "background": "background", "dendrite": "dendrite", "pit": "pit", "deposited_li": "deposited_li",
-    "redeposited_li": "deposited_li", "plating_electrode": "electrode", "stripping_electrode": "electrode",
+    "background": "background",
+    "dendrite": "dendrite",
+    "pit": "pit",
+    "deposited_li": "deposited_li",
+    "redeposited_li": "deposited_li",
+    "plating_electrode": "electrode",
+    "stripping_electrode": "electrode",
 }
 NETWORK_CLASSES = ["background", "dendrite", "pit", "deposited_li", "electrode"]
 
@@ -93,7 +98,9 @@ def test_patch_larger_than_the_slices_is_a_clear_error(small_series_dir: Path) -
         dm.setup("fit")
 
 
-def test_a_manifest_without_labelled_slices_is_a_clear_error(small_series_dir: Path, tmp_path: Path) -> None:
+def test_a_manifest_without_labelled_slices_is_a_clear_error(
+    small_series_dir: Path, tmp_path: Path
+) -> None:
     raw = yaml.safe_load((small_series_dir / "series.yaml").read_text())
     for scan in raw["scans"]:
         scan.pop("labels", None)
@@ -104,3 +111,19 @@ def test_a_manifest_without_labelled_slices_is_a_clear_error(small_series_dir: P
     dm = _datamodule(tmp_path / "series.yaml")
     with pytest.raises(ConfigError, match="has no labelled cross_section slices in 'labels'"):
         dm.setup("fit")
+
+
+def test_class_balance_shows_rare_phases_more_often(small_series_dir: Path) -> None:
+    def share_with_dendrites(balance: float) -> float:
+        dm = _datamodule(small_series_dir / "series.yaml", class_balance=balance)
+        dm.setup("fit")
+        dataset = dm.datasets["train"]
+        dataset.fixed = True  # reproducible draws for the comparison
+        hits = [
+            (dataset[i]["label"] == NETWORK_CLASSES.index("dendrite")).any() for i in range(300)
+        ]
+        return float(np.mean(hits))
+
+    assert share_with_dendrites(1.0) > share_with_dendrites(0.0) + 0.1
+    with pytest.raises(ConfigError, match="class_balance"):
+        _datamodule(small_series_dir / "series.yaml", class_balance=2.0).setup("fit")

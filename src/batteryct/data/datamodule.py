@@ -45,6 +45,7 @@ class PatchDataModule(pl.LightningDataModule):
         split: Sequence[float] = (0.85, 0.15),
         split_seed: int = 0,
         min_labelled_fraction: float = 0.05,
+        class_balance: float = 0.0,
         train_patches_per_epoch: int = 256,
         val_patches: int = 64,
         test_patches: int = 64,
@@ -64,6 +65,7 @@ class PatchDataModule(pl.LightningDataModule):
         self.split_fractions = tuple(split)
         self.split_seed = split_seed
         self.min_labelled_fraction = min_labelled_fraction
+        self.class_balance = class_balance
         self.train_patches_per_epoch = train_patches_per_epoch
         self.val_patches = val_patches
         self.test_patches = test_patches
@@ -83,9 +85,7 @@ class PatchDataModule(pl.LightningDataModule):
         if self.datasets:
             return
         self.series = load_series(self.series_path)
-        refs = find_labelled_slices(
-            self.series, self.label_map.source, self.axes, self.slice_step
-        )
+        refs = find_labelled_slices(self.series, self.label_map.source, self.axes, self.slice_step)
         if not refs:
             raise ConfigError(
                 f"{self.series_path} has no labelled {self.orientation} slices in "
@@ -115,6 +115,7 @@ class PatchDataModule(pl.LightningDataModule):
             transform=self.augment if training else None,
             fixed=not training,
             seed=self.split_seed + {"train": 0, "val": 1, "test": 2}[name],
+            class_balance=self.class_balance if training else 0.0,
         )
 
     def save_split(self, path: Path) -> None:

@@ -19,8 +19,9 @@ class PatchDataset(Dataset):
     """Square-ish 2D patches placed where labels are.
 
     A patch is centred near a labelled pixel drawn at random (slices weighted by their labelled
-    area) and kept once its labelled fraction reaches `min_labelled_fraction` (else the best of
-    a few tries). With `fixed=True` patch i is the same in every epoch (validation, test);
+    area; with probability `class_balance`, a pixel of a class drawn uniformly, so rare phases
+    such as dendrites are seen as often as the electrodes) and kept once its labelled fraction
+    reaches `min_labelled_fraction` (else the best of a few tries). With `fixed=True` patch i is the same in every epoch (validation, test);
     otherwise each draw is fresh, from the DataLoader worker's seeded generator.
     """
 
@@ -33,6 +34,7 @@ class PatchDataset(Dataset):
         transform: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
         fixed: bool = False,
         seed: int = 0,
+        class_balance: float = 0.0,
     ) -> None:
         if not slices:
             raise ConfigError("no labelled slices to sample patches from")
@@ -57,6 +59,17 @@ class PatchDataset(Dataset):
         if weights.sum() == 0:
             raise ConfigError("the labelled slices hold no labelled pixel")
         self._weights = weights / weights.sum()
+        if not 0.0 <= class_balance <= 1.0:
+            raise ConfigError(f"data.class_balance is {class_balance}; expected 0 to 1")
+        self.class_balance = class_balance
+        # per class: which slices hold it (weighted by its pixels) and where
+        self._by_class: dict[int, tuple[np.ndarray, list[np.ndarray]]] = {}
+        for cid in np.unique(np.concatenate([np.unique(s.target) for s in self.slices])):
+            if cid == IGNORE_INDEX:
+                continue
+            where = [np.flatnonzero(s.target.ravel() == cid) for s in self.slices]
+            counts = np.array([w.size for w in where], float)
+            self._by_class[int(cid)] = (counts / counts.sum(), where)
         self._rng: np.random.Generator | None = None
 
     def __len__(self) -> int:
@@ -75,10 +88,16 @@ class PatchDataset(Dataset):
         ph, pw = self.patch_size
         best: tuple[float, tuple[int, int, int]] = (-1.0, (0, 0, 0))
         for _ in range(MAX_PLACEMENT_TRIES):
-            which = int(rng.choice(len(self.slices), p=self._weights))
+            if self.class_balance and rng.random() < self.class_balance:
+                cid = int(rng.choice(list(self._by_class)))
+                slice_weights, where = self._by_class[cid]
+                which = int(rng.choice(len(self.slices), p=slice_weights))
+                pixel = int(rng.choice(where[which]))
+            else:
+                which = int(rng.choice(len(self.slices), p=self._weights))
+                pixel = int(rng.choice(self._labelled[which]))
             target = self.slices[which].target
             height, width = target.shape
-            pixel = int(rng.choice(self._labelled[which]))
             row, col = divmod(pixel, width)
             top = int(np.clip(row - rng.integers(ph), 0, height - ph))
             left = int(np.clip(col - rng.integers(pw), 0, width - pw))

@@ -138,9 +138,7 @@ def to_unit_range(image: np.ndarray) -> np.ndarray:
     return image.astype(np.float32)
 
 
-def load_slices(
-    series: Series, refs: list[SliceRef], label_map: LabelMap
-) -> list[LabelledSlice]:
+def load_slices(series: Series, refs: list[SliceRef], label_map: LabelMap) -> list[LabelledSlice]:
     """Read the image and label of each slice (only these), mapping labels to class ids."""
     table = label_map.lookup_table(series)
     slices = []
