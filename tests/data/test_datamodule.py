@@ -11,19 +11,13 @@ from hydra.utils import instantiate
 
 from batteryct.data import IGNORE_INDEX, LabelMap, PatchDataModule, find_labelled_slices
 from batteryct.errors import ConfigError
+from batteryct.classes import ANALYSIS_TO_NETWORK
+from batteryct.classes import NETWORK_CLASSES as NETWORK_CLASSES_BY_ID
 from batteryct.series import load_series
 from tests.training.helpers import train_config
 
-NETWORK_MAP = {
-    "background": "background",
-    "dendrite": "dendrite",
-    "pit": "pit",
-    "deposited_li": "deposited_li",
-    "redeposited_li": "deposited_li",
-    "plating_electrode": "electrode",
-    "stripping_electrode": "electrode",
-}
-NETWORK_CLASSES = ["background", "dendrite", "pit", "deposited_li", "electrode"]
+NETWORK_MAP = dict(ANALYSIS_TO_NETWORK)
+NETWORK_CLASSES = list(NETWORK_CLASSES_BY_ID.values())
 
 
 def _datamodule(series: Path, **kwargs: object) -> PatchDataModule:

@@ -35,6 +35,7 @@ from batteryct.series import load_series
 from batteryct.synth import CycleProtocol, HandLabelSettings, generate_series
 from batteryct.synth.misalign import MisalignSettings
 from tests.conftest import small_series_kwargs
+from tests.predict.conftest import predict_trainer
 
 ROOT = Path(__file__).resolve().parents[2]
 QUIET = Console(quiet=True)
@@ -327,7 +328,6 @@ def test_prepare_py_levels_registers_and_resumes(prepared_e2e: dict) -> None:
 def test_prepared_manifest_trains_predicts_and_analyses_like_the_original(
     prepared_e2e: dict, tmp_path: Path
 ) -> None:
-    import lightning.pytorch as pl
 
     from batteryct.analysis import AnalysisSettings, analyze_series
     from batteryct.classes import ANALYSIS_CLASSES
@@ -366,15 +366,7 @@ def test_prepared_manifest_trains_predicts_and_analyses_like_the_original(
         InferenceSettings(precision="fp32"),
         PredictSettings(scans=(scan,), slab=8, outputs=Outputs()),
         PostProcessSettings(),
-        pl.Trainer(
-            accelerator="cpu",
-            devices=1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            use_distributed_sampler=False,
-        ),
+        predict_trainer(),
         console=QUIET,
     )
     again = load_series(tmp_path / "predicted" / "series.yaml")
