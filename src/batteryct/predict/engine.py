@@ -55,6 +55,16 @@ class InferenceSettings:
             raise ConfigError("batch_size must be >= 1 and mc_dropout_passes >= 0")
 
 
+def check_window_fits(window: tuple[int, int], height: int, width: int, where: str) -> None:
+    """A clear error when slices of height × width are smaller than one window."""
+    if height < window[0] or width < window[1]:
+        raise ConfigError(
+            f"{where}: slices of {height} × {width} pixels are smaller than the "
+            f"{window[0]} × {window[1]} window; pass a smaller window= or predict "
+            "along another axis"
+        )
+
+
 def bf16_supported(device: torch.device) -> bool:
     """Whether bf16 matrix work is native on this device (CUDA with bf16, or a CPU with AVX-512
     BF16 or AMX, through oneDNN)."""
@@ -102,12 +112,7 @@ class SlidingWindowEngine:
 
     def check_fits(self, height: int, width: int, where: str) -> None:
         """A clear error when slices are smaller than one window."""
-        if height < self.window[0] or width < self.window[1]:
-            raise ConfigError(
-                f"{where}: slices of {height} × {width} pixels are smaller than the "
-                f"{self.window[0]} × {self.window[1]} window; pass a smaller window= or predict "
-                "along another axis"
-            )
+        check_window_fits(self.window, height, width, where)
 
     def _network(self, windows: torch.Tensor) -> torch.Tensor:
         windows = windows.to(self.device, memory_format=self.memory_format)

@@ -36,7 +36,11 @@ from batteryct.data.slices import ORIENTATIONS
 from batteryct.errors import BatteryCTError, ConfigError
 from batteryct.io import Volume, export_tiff, open_volume
 from batteryct.predict.checkpoint import TrainedModel, load_trained_model
-from batteryct.predict.engine import InferenceSettings, SlidingWindowEngine
+from batteryct.predict.engine import (
+    InferenceSettings,
+    SlidingWindowEngine,
+    check_window_fits,
+)
 from batteryct.predict.postprocess import PostProcessSettings, postprocess_scan
 from batteryct.predict.uncertainty import rank_slices
 from batteryct.predict.units import run_units
@@ -236,9 +240,8 @@ def _segment(
     for axis in axes:
         position = AXIS_INDEX[axis]
         others = [s for i, s in enumerate(shape) if i != position]
-        engine_on(torch.device("cpu")).check_fits(
-            others[0], others[1], f"scan {scan.id!r} ({image.path}) along {axis}"
-        )
+        where = f"scan {scan.id!r} ({image.path}) along {axis}"
+        check_window_fits(tuple(inference.window or model.patch_size), others[0], others[1], where)
 
     final_axis = axes[0]
     specs: dict[str, tuple[tuple[int, ...], tuple[int, ...], str]] = {}
