@@ -38,6 +38,7 @@ from rich.progress import (
 from batteryct import __version__
 from batteryct.errors import ConfigError
 from batteryct.io import Volume, create_zarr
+from batteryct.outfolder import claim_output_folder, write_json_atomic
 from batteryct.prepare.intensity import (
     IntensitySettings,
     Normaliser,
@@ -119,7 +120,11 @@ def prepare_series(
         "output": _plain(asdict(output)),
     }
     fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-    state = _prepare_folder(out, fingerprint, overwrite)
+    state = claim_output_folder(
+        out, fingerprint, "prepare.json", PROGRESS_FILE, "a preparation", overwrite
+    )
+    if state is not None and not (out / PROGRESS_FILE).exists():
+        write_json_atomic(out / PROGRESS_FILE, state)
     if state is None:
         console.print(
             f"[green]{out / 'series.yaml'} is complete for these settings; nothing to do."
@@ -472,30 +477,6 @@ def _prepared_series(
     )
 
 
-def _prepare_folder(out: Path, fingerprint: str, overwrite: bool) -> dict[str, Any] | None:
-    progress = out / PROGRESS_FILE
-    record = out / "prepare.json"
-    if not overwrite:
-        if (out / "series.yaml").exists() and record.exists():
-            if json.loads(record.read_text()).get("fingerprint") == fingerprint:
-                return None
-        elif progress.exists():
-            state = json.loads(progress.read_text())
-            if state.get("fingerprint") == fingerprint:
-                return state
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise ConfigError(
-                f"{out} already holds other files or a preparation with other settings;"
-                " choose another out= or pass overwrite=true to replace it"
-            )
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    state = {"fingerprint": fingerprint}
-    _write_json(progress, state)
-    return state
-
-
 def _bar(console: Console, what: str, unit: str) -> Progress:
     return Progress(
         TextColumn(f"[bold]{what}"),
@@ -521,6 +502,4 @@ def _plain(value: Any) -> Any:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(_plain(data), indent=1))
-    os.replace(tmp, path)
+    write_json_atomic(path, _plain(data))

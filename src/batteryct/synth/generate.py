@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from batteryct.classes import ANALYSIS_CLASSES
 from batteryct.electrochem import faraday_segment
 from batteryct.errors import ConfigError
 from batteryct.io import export_tiff, write_zarr
+from batteryct.outfolder import claim_output_folder, write_json_atomic
 from batteryct.series import Cell, Scan, Series, load_series, save_series
 from batteryct.synth.ct import CTSettings, simulate_scan
 from batteryct.synth.geometry import (
@@ -107,12 +107,15 @@ def generate_series(
     if misalign.active:  # only then, so that aligned series stay exactly as they were
         settings["misalign"] = asdict(misalign)
     fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-    progress_state = _prepare_folder(out, fingerprint, overwrite)
+    progress_state = claim_output_folder(
+        out, fingerprint, "truth.json", PROGRESS_FILE, "a series", overwrite
+    )
     manifest = out / "series.yaml"
     if progress_state is None:
         print_volume_table(json.loads((out / "truth.json").read_text()), console)
         console.print(f"[green]{manifest} is complete for these settings; nothing to do.")
         return load_series(manifest)
+    progress_state.setdefault("scans", {})
 
     cell = SyntheticCell(geometry, shape, voxel_size_um, seed)
     segment = faraday_segment(
@@ -155,7 +158,7 @@ def generate_series(
                     n_scans=len(steps),
                 )
                 progress_state["scans"][scan["id"]] = record
-                _write_json(out / PROGRESS_FILE, progress_state)
+                write_json_atomic(out / PROGRESS_FILE, progress_state)
             bar.advance(task)
 
     records = [progress_state["scans"][s["id"]] for s in scans]
@@ -172,9 +175,9 @@ def generate_series(
         cell,
         voxel_size_um,
     )
-    _write_json(out / "truth.json", truth)
+    write_json_atomic(out / "truth.json", truth)
     if misalign.active:
-        _write_json(
+        write_json_atomic(
             out / "misalignment.json",
             {
                 "settings": asdict(misalign),
@@ -217,33 +220,6 @@ def _check_settings(
             f"hand_labels.scans {bad} are outside the {n_scans} scans (0-{n_scans - 1})"
         )
     return shape  # type: ignore[return-value]
-
-
-def _prepare_folder(out: Path, fingerprint: str, overwrite: bool) -> dict[str, Any] | None:
-    """Progress to continue from, or None when `out` already holds this exact series.
-
-    An empty or missing folder starts fresh; a folder with an interrupted run of the same
-    settings continues; anything else is replaced only with `overwrite`.
-    """
-    progress_file = out / PROGRESS_FILE
-    truth_file = out / "truth.json"
-    if not overwrite:
-        if (out / "series.yaml").exists() and truth_file.exists():
-            if json.loads(truth_file.read_text()).get("fingerprint") == fingerprint:
-                return None
-        elif progress_file.exists():
-            state = json.loads(progress_file.read_text())
-            if state.get("fingerprint") == fingerprint:
-                return state
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise ConfigError(
-                f"{out} already holds other files or a series made with other settings; "
-                "choose another out= or pass overwrite=true to replace it"
-            )
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    return {"fingerprint": fingerprint, "scans": {}}
 
 
 def _scan_table(protocol: CycleProtocol) -> list[dict[str, Any]]:
@@ -418,9 +394,3 @@ def _series(
         name="synthetic-cell",
         metadata={"generator": f"batteryct.synth {__version__}", "synth": settings},
     )
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
