@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -49,14 +50,17 @@ def resunet7() -> torch.nn.Module:
     return UNet(**args).eval()
 
 
-def timed(fn, repeats: int) -> float:
-    """Best wall time of `repeats` calls, after one warm-up call."""
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
+def timed_interleaved(runs: list[tuple[str, Callable[[], object]]], rounds: int) -> dict:
+    """Best wall time of each run over `rounds` rounds, after one warm-up call each. Every round
+    times each run once, in turn, so a slow spell of a shared machine hits all runs alike."""
+    for _, fn in runs:
         fn()
-        best = min(best, time.perf_counter() - start)
+    best = {name: float("inf") for name, _ in runs}
+    for _ in range(rounds):
+        for name, fn in runs:
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
     return best
 
 
@@ -88,8 +92,7 @@ def throughput(
     ]
     if compile_too:
         runs.append((f"batteryct_{auto.precision}_compiled", lambda: compiled.logits(slices)))
-    for name, fn in runs:
-        seconds = timed(fn, repeats)
+    for name, seconds in timed_interleaved(runs, repeats).items():
         results[name] = voxels / seconds
         print(f"{name:24s} {voxels / seconds / 1e6:8.3f} Mvoxel/s  ({seconds:.2f} s)", flush=True)
     base = results["monai_default_fp32"]
@@ -180,7 +183,7 @@ def main() -> None:
     )
     parser.add_argument("--window", type=int, default=256)
     parser.add_argument("--slices", type=int, default=24)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=4, help="timing rounds")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
         "--memory-shape", type=int, nargs=3, default=(128, 64, 256), metavar=("D", "R", "C")

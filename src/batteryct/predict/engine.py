@@ -1,9 +1,10 @@
 """Sliding-window inference of 2D slices: MONAI's inferer, driven fast.
 
-The windows of a batch of slices are batched through the network under `torch.inference_mode`,
-in channels-last memory format and bf16 autocast where the device supports it; overlapping logits
-are blended (constant or Gaussian weights) by MONAI's `sliding_window_inference` before the
-softmax, as in the paper. fp32 is selectable and then equals a direct MONAI call.
+The windows of a batch of slices are batched through an inference copy of the network (batch
+norm folded, see `inference_net`) under `torch.inference_mode`, in channels-last memory format
+and in bf16 where the device supports it; overlapping logits are blended (constant or Gaussian
+weights) by MONAI's `sliding_window_inference` before the softmax, as in the paper. fp32 is
+selectable and then equals a direct MONAI call within float tolerance.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from monai.inferers import sliding_window_inference
 from torch import nn
 
 from batteryct.errors import ConfigError
+from batteryct.predict.inference_net import inference_network
 
 PRECISIONS = ("auto", "fp32", "bf16")
 BLENDS = ("constant", "gaussian")
@@ -39,8 +41,8 @@ class InferenceSettings:
     mc_dropout_passes: int = 0
     """Monte-Carlo dropout: this many stochastic passes (dropout on, batch norm frozen)."""
     compile: bool = False
-    """Compile the network with `torch.compile` (Inductor): faster windows after a one-off
-    compilation of tens of seconds per window batch size; worth it for whole series."""
+    """Compile the network with `torch.compile` (Inductor, frozen weights): faster windows after
+    a one-off compilation of tens of seconds per window batch size; worth it for whole scans."""
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -92,19 +94,22 @@ class SlidingWindowEngine:
         self.device = torch.device(device)
         self.settings = settings
         self.window = tuple(settings.window or window)
-        self.net = net.to(self.device).eval()
         self.memory_format = (
             torch.channels_last if settings.channels_last else torch.contiguous_format
         )
-        self.net = self.net.to(memory_format=self.memory_format)
         if settings.precision == "auto":
             self.bf16 = bf16_supported(self.device)
         else:
             self.bf16 = settings.precision == "bf16"
-        if settings.mc_dropout_passes:
-            _enable_dropout_only(self.net)
-        if settings.compile:
-            self.net = torch.compile(self.net, dynamic=False)
+        self.dtype = torch.bfloat16 if self.bf16 else torch.float32
+        self.net = inference_network(
+            net,
+            self.device,
+            self.dtype,
+            self.memory_format,
+            compile_net=settings.compile,
+            mc_dropout=settings.mc_dropout_passes > 0,
+        )
 
     @property
     def precision(self) -> str:
@@ -115,14 +120,13 @@ class SlidingWindowEngine:
         check_window_fits(self.window, height, width, where)
 
     def _network(self, windows: torch.Tensor) -> torch.Tensor:
-        windows = windows.to(self.device, memory_format=self.memory_format)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            logits = self.net(windows)
-            if self.settings.flip_tta:
-                for dims in ((2,), (3,), (2, 3)):
-                    logits = logits + self.net(windows.flip(dims)).flip(dims)
-                logits = logits / 4
-        return logits.float()
+        windows = windows.to(self.device, self.dtype, memory_format=self.memory_format)
+        logits = self.net(windows).float()
+        if self.settings.flip_tta:
+            for dims in ((2,), (3,), (2, 3)):
+                logits = logits + self.net(windows.flip(dims)).flip(dims).float()
+            logits = logits / 4
+        return logits
 
     def logits(self, slices: torch.Tensor) -> torch.Tensor:
         """Blended logits (N, classes, H, W) of slices (N, 1, H, W), float32 on the CPU."""
@@ -147,11 +151,3 @@ class SlidingWindowEngine:
             probs = torch.softmax(self.logits(slices), dim=1)
             total = probs if total is None else total + probs
         return total / passes
-
-
-def _enable_dropout_only(net: nn.Module) -> None:
-    """Dropout layers sample at inference; everything else (batch norm) stays in eval mode."""
-    net.eval()
-    for module in net.modules():
-        if isinstance(module, nn.modules.dropout._DropoutNd):
-            module.train()
