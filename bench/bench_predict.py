@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 from monai.networks.nets import UNet
+from torch.utils.flop_counter import FlopCounterMode
 
 RESUNET7 = {
     "_target_": "monai.networks.nets.UNet",
@@ -41,6 +42,9 @@ RESUNET7 = {
     "norm": "BATCH",
     "dropout": 0.2,
 }
+PEAK_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+WINDOWS_PER_SLICE = 3
+"""Windows of the benchmark's window × 2·window slices at 25 % overlap (offsets 0, 0.75, 1)."""
 CLASSES = ["background", "dendrite", "pit", "deposited_li", "electrode"]
 
 
@@ -62,6 +66,46 @@ def timed_interleaved(runs: list[tuple[str, Callable[[], object]]], rounds: int)
             fn()
             best[name] = min(best[name], time.perf_counter() - start)
     return best
+
+
+def gemm_gflops(dtype: torch.dtype, device: str, size: int = 4096, rounds: int = 3) -> float:
+    """Best GFLOP/s of a size × size matrix product: the device's practical peak for `dtype`."""
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    b = torch.randn(size, size, dtype=dtype, device=device)
+
+    def product() -> None:
+        a @ b
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    seconds = timed_interleaved([("gemm", product)], rounds)["gemm"]
+    return 2 * size**3 / seconds / 1e9
+
+
+def network_gflop(window: int) -> float:
+    """GFLOP of one forward pass of `resunet7` on one window (torch's FLOP counter)."""
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        resunet7()(torch.zeros(1, 1, window, window))
+    return counter.get_total_flops() / 1e9
+
+
+def ceiling(window: int, device: str, monai_voxels_per_s: float) -> None:
+    """How fast any engine could be here: the network's FLOPs at the device's bf16 GEMM peak,
+    as a ratio to MONAI's default usage (measured in the same run)."""
+    flop = network_gflop(window)
+    peaks = {name: gemm_gflops(dtype, device) for name, dtype in PEAK_DTYPES.items()}
+    windows_per_s = monai_voxels_per_s / (2 * window * window) * WINDOWS_PER_SLICE
+    monai_rate = windows_per_s * flop
+    print(f"resunet7: {flop:.2f} GFLOP per {window} × {window} window")
+    print("GEMM peak here: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()))
+    print(
+        f"MONAI default runs the network at {monai_rate:.0f} GFLOP/s "
+        f"({monai_rate / peaks['fp32'] * 100:.0f} % of the fp32 GEMM peak)"
+    )
+    print(
+        "ceiling of a bf16 engine at 100 % of the bf16 GEMM peak: "
+        f"{peaks['bf16'] / monai_rate:.2f}x MONAI default"
+    )
 
 
 def throughput(
@@ -96,6 +140,7 @@ def throughput(
         results[name] = voxels / seconds
         print(f"{name:24s} {voxels / seconds / 1e6:8.3f} Mvoxel/s  ({seconds:.2f} s)", flush=True)
     base = results["monai_default_fp32"]
+    ceiling(window, device, base)
     for name in list(results):
         if name.startswith("batteryct_"):
             print(f"ratio {name} / monai_default_fp32: {results[name] / base:.2f}x")

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from scipy import ndimage
 
 from batteryct.classes import ANALYSIS_CLASSES
 from batteryct.io import write_zarr
@@ -21,6 +22,7 @@ ID = {name: cid for cid, name in ANALYSIS_CLASSES.items()}
 
 
 def _postprocess(network: np.ndarray, tmp_path: Path, side: str = "end", **settings) -> np.ndarray:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     write_zarr(tmp_path / "net.zarr", network)
     cell = Cell(voxel_size_um=3.5, plating_side=side)
     postprocess_scan(
@@ -79,6 +81,29 @@ def test_small_components_are_removed(tmp_path: Path) -> None:
     restored = _postprocess(network, tmp_path, min_component_voxels=8, slab_rows=40)
     assert np.all(restored[18:22, 5:10, 5:10] == ID["dendrite"])
     assert restored[19, 30, 30] == 0
+
+
+@pytest.mark.parametrize("slab_rows", [3, 7, 40])
+def test_small_component_removal_in_slabs_equals_a_whole_volume_labelling(
+    tmp_path: Path, slab_rows: int
+) -> None:
+    rng = np.random.default_rng(5)
+    network = np.zeros((30, 40, 24), np.uint8)
+    network[2:8] = 4
+    network[22:28] = 4
+    specks = rng.random((12, 40, 24)) < 0.12  # components of every size, across slab edges
+    network[9:21][specks] = rng.choice([1, 3], size=int(specks.sum()))
+    split = _postprocess(network, tmp_path / "split", min_component_voxels=0)
+    expected = split.copy()
+    for cid in np.unique(split[split > 0]):
+        components, _ = ndimage.label(split == cid, structure=np.ones((3, 3, 3), bool))
+        sizes = np.bincount(components.ravel())
+        expected[(sizes[components] < 5) & (components > 0)] = 0
+    assert (expected != split).sum() > 50  # the volume has small components to remove
+    restored = _postprocess(
+        network, tmp_path / "slabs", min_component_voxels=5, slab_rows=slab_rows
+    )
+    np.testing.assert_array_equal(restored, expected)
 
 
 def test_interfaces_are_the_edges_of_the_widest_gap() -> None:

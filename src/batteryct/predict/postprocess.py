@@ -9,9 +9,11 @@
    This replaces hand-typed per-scan slice ranges.
 3. Deposited Li on the stripping side of the mid-plane becomes redeposited Li; electrode voxels
    become plating or stripping electrode by side (the manifest's `cell.plating_side`).
-4. Connected components smaller than `min_component_voxels` are removed (to background), within
-   slabs of `slab_rows` rows, so memory stays bounded; a component that touches a slab boundary
-   is kept.
+4. Connected components (26-connected, per class) smaller than `min_component_voxels` are
+   removed (to background). Slabs of `slab_rows` rows are labelled with a halo of
+   `min_component_voxels - 1` rows on each side, so memory stays bounded and the decision is
+   still exact for the whole volume: a component that reaches the halo's edge spans more rows
+   than a small component can.
 """
 
 from __future__ import annotations
@@ -127,12 +129,13 @@ def postprocess_scan(
     plating_at_end = cell.plating_side == "end"
     margin = settings.band_margin_um / cell.voxel_size_um
     removed = 0
+    halo = max(settings.min_component_voxels - 1, 0)
     for start in range(0, shape[1], settings.slab_rows):
         stop = min(start + settings.slab_rows, shape[1])
-        block = np.asarray(source[:, start:stop, :])
-        rows = slice(start, stop)
+        low, high = max(start - halo, 0), min(stop + halo, shape[1])
+        rows = slice(low, high)
         out = _split_by_side(
-            block,
+            np.asarray(source[:, rows, :]),
             lookup,
             outer1[rows],
             outer2[rows],
@@ -140,9 +143,13 @@ def postprocess_scan(
             plating_at_end,
             margin,
         )
-        out, n = _remove_small(out, settings.min_component_voxels)
-        removed += n
-        target[:, start:stop, :] = out
+        small = _small_components(
+            out, settings.min_component_voxels, open_ends=(low > 0, high < shape[1])
+        )
+        out[small] = 0
+        core = slice(start - low, stop - low)
+        removed += int(small[:, core].sum())
+        target[:, start:stop, :] = out[:, core]
     return {
         "enabled": True,
         "plating_side": cell.plating_side,
@@ -203,13 +210,16 @@ def _split_by_side(
     return out
 
 
-def _remove_small(block: np.ndarray, min_voxels: int) -> tuple[np.ndarray, int]:
-    """Components (26-connected, per class) under `min_voxels` become background, unless they
-    touch the block's row boundaries (they may continue in the next slab)."""
+def _small_components(
+    block: np.ndarray, min_voxels: int, open_ends: tuple[bool, bool]
+) -> np.ndarray:
+    """Mask of the components (26-connected, per class) under `min_voxels`, except those that
+    touch a row end of the block marked open (they continue beyond it)."""
+    small = np.zeros(block.shape, bool)
     if min_voxels <= 1:
-        return block, 0
-    removed = 0
+        return small
     structure = np.ones((3, 3, 3), bool)
+    edges = [index for index, is_open in zip((0, -1), open_ends, strict=True) if is_open]
     for cid in np.unique(block):
         if cid == 0:
             continue
@@ -217,11 +227,9 @@ def _remove_small(block: np.ndarray, min_voxels: int) -> tuple[np.ndarray, int]:
         if n == 0:
             continue
         sizes = np.bincount(components.ravel())
-        touching = set(np.unique(components[:, 0, :])) | set(np.unique(components[:, -1, :]))
-        small = np.flatnonzero(sizes < min_voxels)
-        small = np.array([c for c in small if c != 0 and c not in touching], int)
-        if small.size:
-            mask = np.isin(components, small)
-            removed += int(mask.sum())
-            block[mask] = 0
-    return block, removed
+        candidates = np.flatnonzero(sizes < min_voxels)
+        continuing = np.unique(np.concatenate([components[:, e, :].ravel() for e in edges] + [[0]]))
+        candidates = np.setdiff1d(candidates, continuing)
+        if candidates.size:
+            small |= np.isin(components, candidates)
+    return small
