@@ -45,6 +45,7 @@ class PostProcessSettings:
     """Tolerance beyond an interface when testing whether a class lies in its band."""
     min_component_voxels: int = 8
     slab_rows: int = 64
+    """Rows per slab; a slab is read with `min_component_voxels - 1` more rows on each side."""
     smooth_columns: int = 5
     """Median filter (pixels) over the interface maps."""
 
