@@ -128,26 +128,33 @@ class SlidingWindowEngine:
             logits = logits / 4
         return logits
 
-    def logits(self, slices: torch.Tensor) -> torch.Tensor:
-        """Blended logits (N, classes, H, W) of slices (N, 1, H, W), float32 on the CPU."""
+    def _blended(self, slices: torch.Tensor) -> torch.Tensor:
+        """Blended logits, float32 on the engine's device: windows are cut, run and blended
+        there, so a GPU keeps the whole batch of slices and only the result comes back."""
         with torch.inference_mode():
             out = sliding_window_inference(
-                slices,
+                slices.to(self.device),
                 roi_size=self.window,
                 sw_batch_size=self.settings.batch_size,
                 predictor=self._network,
                 overlap=self.settings.overlap,
                 mode=self.settings.blend,
                 sw_device=self.device,
-                device=torch.device("cpu"),
+                device=self.device,
             )
         return torch.as_tensor(out).float()
 
+    def logits(self, slices: torch.Tensor) -> torch.Tensor:
+        """Blended logits (N, classes, H, W) of slices (N, 1, H, W), float32 on the CPU."""
+        return self._blended(slices).cpu()
+
     def probabilities(self, slices: torch.Tensor) -> torch.Tensor:
-        """Softmax of the blended logits; with MC dropout, the mean over the passes."""
+        """Softmax of the blended logits (on the CPU); with MC dropout, the mean over the
+        passes."""
         passes = max(1, self.settings.mc_dropout_passes)
         total = None
-        for _ in range(passes):
-            probs = torch.softmax(self.logits(slices), dim=1)
-            total = probs if total is None else total + probs
-        return total / passes
+        with torch.inference_mode():
+            for _ in range(passes):
+                probs = torch.softmax(self._blended(slices), dim=1)
+                total = probs if total is None else total + probs
+            return (total / passes).cpu()
