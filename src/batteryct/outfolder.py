@@ -1,4 +1,4 @@
-"""Output folders of long, resumable jobs (synth.py, prepare.py).
+"""Output folders of long, resumable jobs (synth.py, prepare.py, predict.py).
 
 A folder is complete when its final record exists with the job's settings fingerprint, in
 progress when its progress file has that fingerprint, and anything else is refused unless the
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,13 @@ def claim_output_folder(
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON through a temporary file and a rename: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    """Write JSON through a temporary file of its own and a rename: readers never see half a
+    file, and processes writing the same file at once never mix their contents."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as stream:
+            json.dump(data, stream, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

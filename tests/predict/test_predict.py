@@ -28,6 +28,7 @@ from batteryct.predict import (
     load_trained_model,
     predict_series,
 )
+from batteryct.predict import run as run_module
 from batteryct.series import load_series
 from tests.predict.conftest import predict_trainer
 from tests.training.helpers import ROOT
@@ -179,6 +180,49 @@ def test_two_ddp_processes_equal_one(
     ours, theirs = _arrays(tmp_path / "two", "scan_06"), _arrays(tmp_path / "one", "scan_06")
     for name in ours:
         assert np.array_equal(ours[name], theirs[name]), name
+
+
+def test_jobs_segmenting_different_scans_side_by_side_fill_one_manifest(
+    small_checkpoint: Path, small_series_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "shared"
+    jobs = []
+    for scan in ("scan_03", "scan_09"):
+        overrides = _common(small_checkpoint, small_series_dir, out)
+        overrides[3] = f"settings.scans=[{scan}]"
+        overrides[-1] = f"hydra.run.dir={tmp_path / ('hydra-' + scan)}"
+        jobs.append(_predict_py(*overrides, cwd=tmp_path))
+    for job in jobs:
+        _, stderr = job.communicate(timeout=300)
+        assert job.returncode == 0, stderr[-3000:]
+    manifest = load_series(out / "series.yaml")
+    assert [s.id for s in manifest.scans] == ["scan_03", "scan_09"]
+    assert sorted(manifest.metadata["prediction"]["scans"]) == ["scan_03", "scan_09"]
+    assert not list(out.glob(".*.tmp")) and not list(out.glob(".write-test*"))
+
+
+def test_a_job_that_finds_more_finished_scans_after_writing_the_manifest_writes_again(
+    small_checkpoint: Path, small_series_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    out = tmp_path / "out"
+    _predict(small_checkpoint, small_series_dir / "series.yaml", out)
+    record = out / "summary" / "scan_12.json"
+    saved = record.read_text()
+    record.unlink()  # as if another job were still segmenting scan_12
+    real_write = run_module._write_manifest
+    calls = []
+
+    def write_then_other_job_finishes(*args, **kwargs):
+        calls.append([s.id for s in args[1]])
+        manifest = real_write(*args, **kwargs)
+        if not record.exists():
+            record.write_text(saved)  # the other job finishes between listing and writing
+        return manifest
+
+    monkeypatch.setattr(run_module, "_write_manifest", write_then_other_job_finishes)
+    _predict(small_checkpoint, small_series_dir / "series.yaml", out, scans=("scan_00",))
+    assert calls == [["scan_00"], ["scan_00", "scan_12"]]
+    assert [s.id for s in load_series(out / "series.yaml").scans] == ["scan_00", "scan_12"]
 
 
 def test_errors_are_clear(small_checkpoint: Path, small_series_dir: Path, tmp_path: Path) -> None:

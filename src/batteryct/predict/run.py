@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from batteryct.classes import ANALYSIS_CLASSES
 from batteryct.data.slices import ORIENTATIONS
 from batteryct.errors import BatteryCTError, ConfigError
 from batteryct.io import Volume, export_tiff, open_volume
+from batteryct.outfolder import write_json_atomic
 from batteryct.predict.checkpoint import TrainedModel, load_trained_model
 from batteryct.predict.engine import (
     InferenceSettings,
@@ -136,14 +138,8 @@ def predict_series(
         trainer.strategy.barrier("batteryct-scan")
     if not trainer.is_global_zero:
         return None
-    # The manifest lists every finished scan in out (jobs that each segment some scans, e.g. a
-    # SLURM array, together fill it; the last one to finish writes it whole).
-    finished = [s for s in source.scans if (out / "summary" / f"{s.id}.json").exists()]
-    all_summaries = {
-        s.id: json.loads((out / "summary" / f"{s.id}.json").read_text()) for s in finished
-    }
-    manifest = _write_manifest(
-        source, finished, out, ckpt, model, inference, settings, postprocess, all_summaries
+    manifest = _write_manifest_of_finished(
+        source, out, ckpt, model, inference, settings, postprocess
     )
     _print_summary(summaries, console)
     return manifest
@@ -152,9 +148,8 @@ def predict_series(
 def _check_writable(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
+        with tempfile.TemporaryFile(dir=out) as probe:  # a name of its own: jobs run side by side
+            probe.write(b"ok")
     except OSError as err:
         raise ConfigError(f"cannot write to the output folder {out}: {err.strerror}") from err
 
@@ -188,7 +183,8 @@ def _claim_folder(out: Path, fingerprint: str, overwrite: bool, trainer: pl.Trai
                     shutil.rmtree(child)
                 else:
                     child.unlink()
-        mark.write_text(json.dumps({"fingerprint": fingerprint}))
+        if previous != fingerprint:
+            write_json_atomic(mark, {"fingerprint": fingerprint})
     trainer.strategy.barrier("batteryct-claim")
 
 
@@ -404,11 +400,38 @@ def _finish_scan(
     }
     record = out / "summary" / f"{scan.id}.json"
     record.parent.mkdir(parents=True, exist_ok=True)
-    tmp = record.with_suffix(".tmp")
-    tmp.write_text(json.dumps(summary, indent=1))
-    tmp.replace(record)
+    write_json_atomic(record, summary)
     shutil.rmtree(work, ignore_errors=True)
     return summary
+
+
+def _finished_scans(source: Series, out: Path) -> list[Scan]:
+    return [s for s in source.scans if (out / "summary" / f"{s.id}.json").exists()]
+
+
+def _write_manifest_of_finished(
+    source: Series,
+    out: Path,
+    ckpt: str | Path,
+    model: TrainedModel,
+    inference: InferenceSettings,
+    settings: PredictSettings,
+    postprocess: PostProcessSettings,
+) -> Series:
+    """Write the manifest of every finished scan in `out`. Jobs that each segment some scans
+    (a SLURM array, Hydra's submitit launcher) fill the same folder and may finish at once: a
+    job that finds more finished scans after writing writes again, so the last manifest written
+    lists them all (scans only ever become finished)."""
+    while True:
+        finished = _finished_scans(source, out)
+        summaries = {
+            s.id: json.loads((out / "summary" / f"{s.id}.json").read_text()) for s in finished
+        }
+        manifest = _write_manifest(
+            source, finished, out, ckpt, model, inference, settings, postprocess, summaries
+        )
+        if [s.id for s in _finished_scans(source, out)] == [s.id for s in finished]:
+            return manifest
 
 
 def _write_manifest(
