@@ -10,6 +10,7 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,9 +139,13 @@ def predict_series(
         trainer.strategy.barrier("batteryct-scan")
     if not trainer.is_global_zero:
         return None
-    manifest = _write_manifest_of_finished(
-        source, out, ckpt, model, inference, settings, postprocess
-    )
+
+    def write(scans: list[Scan], summaries: dict[str, dict[str, Any]]) -> Series:
+        return _write_manifest(
+            source, scans, out, ckpt, model, inference, settings, postprocess, summaries
+        )
+
+    manifest = _write_manifest_of_finished(source, out, write)
     _print_summary(summaries, console)
     return manifest
 
@@ -412,24 +417,18 @@ def _finished_scans(source: Series, out: Path) -> list[Scan]:
 def _write_manifest_of_finished(
     source: Series,
     out: Path,
-    ckpt: str | Path,
-    model: TrainedModel,
-    inference: InferenceSettings,
-    settings: PredictSettings,
-    postprocess: PostProcessSettings,
+    write: Callable[[list[Scan], dict[str, dict[str, Any]]], Series],
 ) -> Series:
-    """Write the manifest of every finished scan in `out`. Jobs that each segment some scans
-    (a SLURM array, Hydra's submitit launcher) fill the same folder and may finish at once: a
-    job that finds more finished scans after writing writes again, so the last manifest written
-    lists them all (scans only ever become finished)."""
+    """Write (with `write`) the manifest of every finished scan in `out`. Jobs that each
+    segment some scans (a SLURM array, Hydra's submitit launcher) fill the same folder and may
+    finish at once: a job that finds more finished scans after writing writes again, so the last
+    manifest written lists them all (scans only ever become finished)."""
     while True:
         finished = _finished_scans(source, out)
         summaries = {
             s.id: json.loads((out / "summary" / f"{s.id}.json").read_text()) for s in finished
         }
-        manifest = _write_manifest(
-            source, finished, out, ckpt, model, inference, settings, postprocess, summaries
-        )
+        manifest = write(finished, summaries)
         if [s.id for s in _finished_scans(source, out)] == [s.id for s in finished]:
             return manifest
 
