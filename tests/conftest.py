@@ -13,12 +13,13 @@ from batteryct.synth import CycleProtocol, generate_series
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-SMALL_SHAPE = (48, 64, 64)
-SMALL_VOXEL_UM = 3.5
+SMALL_SHAPE = (82, 48, 48)
+SMALL_VOXEL_UM = 5.32
+"""The default (paper-calibrated) cell at four times the paper's voxel, over a smaller area."""
 
 
 def small_series_kwargs(**overrides: object) -> dict[str, object]:
-    """Settings of a small but complete synthetic series (25 scans, 48 × 64 × 64 voxels)."""
+    """Settings of a small but complete synthetic series (25 scans, 82 × 48 × 48 voxels)."""
     kwargs: dict[str, object] = {
         "shape": SMALL_SHAPE,
         "voxel_size_um": SMALL_VOXEL_UM,

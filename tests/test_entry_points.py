@@ -27,8 +27,8 @@ def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_synth_writes_a_complete_series_fiji_and_numpy_can_open(tmp_path: Path) -> None:
     out = tmp_path / "x"
     overrides = [
-        "shape=[48,64,64]",
-        "voxel_size_um=3.5",
+        "shape=[82,48,48]",
+        "voxel_size_um=5.32",
         "seed=3",
         f"out={out}",
         "protocol.n_charge=2",
@@ -45,7 +45,7 @@ def test_synth_writes_a_complete_series_fiji_and_numpy_can_open(tmp_path: Path) 
         image = series.open_image(scan).read()
         with tifffile.TiffFile(out / "tiff" / f"{scan.id}_image.tif") as tif:
             assert tif.is_imagej
-            assert tif.imagej_metadata["spacing"] == 3.5
+            assert tif.imagej_metadata["spacing"] == 5.32
             np.testing.assert_array_equal(tif.asarray(), image)
     # Hydra's records go to logs/ under the working directory, not into the series folder.
     assert (tmp_path / "logs" / "synth").is_dir()

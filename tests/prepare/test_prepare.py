@@ -34,7 +34,7 @@ from batteryct.prepare.rigid import Rigid, about_centre
 from batteryct.series import load_series
 from batteryct.synth import CycleProtocol, HandLabelSettings, generate_series
 from batteryct.synth.misalign import MisalignSettings
-from tests.conftest import small_series_kwargs
+from tests.conftest import SMALL_SHAPE, small_series_kwargs
 from tests.predict.conftest import predict_trainer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +42,9 @@ QUIET = Console(quiet=True)
 
 
 def _tiny(out: Path, misalign: MisalignSettings | None = None, **protocol: object) -> Path:
+    """A few scans of the small cell over a wider area (tilts and rotations need the width)."""
     kwargs = small_series_kwargs(
+        shape=(SMALL_SHAPE[0], 64, 64),
         protocol=CycleProtocol(**{"n_charge": 1, "n_discharge": 1, **protocol}),
         hand_labels=HandLabelSettings(scans=(0,)),
     )
@@ -254,8 +256,8 @@ def _prepare_command(manifest: Path, out: Path) -> list[str]:
         f"out={out}",
         f"level.tilt_deg=[{TILT[0]},{TILT[1]}]",
         # one sub-volume over the static stripping side (small depth), away from the edges
-        "register.subvolume_vox=[24,56,56]",
-        "register.centres_vox=[[12,32,32]]",
+        "register.subvolume_vox=[16,56,56]",
+        "register.centres_vox=[[10,32,32]]",
         "register.search_margin_vox=6",
         "register.shrink_factors=[2,1]",
         "register.smoothing_sigmas_vox=[1.0,0.7]",

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy import ndimage
-from skimage.filters import threshold_multiotsu
 
 import batteryct.synth.generate as generate_module
 from batteryct.classes import ANALYSIS_CLASSES
 from batteryct.errors import ConfigError
+from batteryct.evaluation import otsu_best_mapping
 from batteryct.series import load_series
 from batteryct.synth import CycleProtocol, generate_series
 from tests.conftest import SMALL_SHAPE, SMALL_VOXEL_UM, small_series_kwargs
@@ -63,17 +63,28 @@ def test_moved_li_follows_faraday_times_efficiency(small_series_dir: Path, truth
     volume_um3 = 0.125 / 3860.0 / 0.534 * 1e12
     thickness_um = volume_um3 / 0.5e8
     roi_um2 = SMALL_SHAPE[1] * SMALL_SHAPE[2] * SMALL_VOXEL_UM**2
-    per_segment_vox = 0.3 * thickness_um * roi_um2 / SMALL_VOXEL_UM**3
-    plated = [_count(t, "deposited_li") + _count(t, "dendrite") for t in truths[:13]]
+    voxel_um3 = SMALL_VOXEL_UM**3
+    per_segment_um3 = CycleProtocol().efficiency * thickness_um * roi_um2
+    truth = json.loads((small_series_dir / "truth.json").read_text())
+    entries = truth["scans"]
     stripped = [
         _count(truths[0], "stripping_electrode") - _count(t, "stripping_electrode")
         for t in truths[:13]
     ]
     for k in range(13):
-        assert plated[k] == round(k * per_segment_vox)
-        assert stripped[k] == round(k * per_segment_vox)
-    redeposited = [_count(t, "redeposited_li") for t in truths[12:]]
-    assert redeposited == [round(j * per_segment_vox) for j in range(13)]
+        # the stripping electrode loses dense Li, voxel for voxel
+        assert stripped[k] == round(k * per_segment_um3 / voxel_um3)
+        # the porous plating-side phases hold that Li (within one voxel of deposit)
+        li = entries[k]["li_volume_um3"]
+        assert li["deposited_li"] + li["dendrite"] == pytest.approx(
+            k * per_segment_um3, abs=voxel_um3
+        )
+        assert li["deposited_li"] <= entries[k]["volume_um3"]["deposited_li"]
+    for j, entry in enumerate(entries[12:]):
+        assert entry["li_volume_um3"]["redeposited_li"] == pytest.approx(
+            j * per_segment_um3, abs=voxel_um3
+        )
+    assert truth["moved_li_per_segment_roi_um3"] == pytest.approx(per_segment_um3)
 
 
 def test_deposited_li_grows_in_charge_and_recedes_in_discharge(truths) -> None:
@@ -142,18 +153,13 @@ def test_hand_labels_are_sparse_partial_and_correct(series, truths) -> None:
     assert painted_classes == set(ANALYSIS_CLASSES)
 
 
-def test_grey_values_alone_segment_li_poorly(series, truths) -> None:
-    """A multi-Otsu threshold cannot find the Li phases: that is why a network is needed."""
-    scan = series.scans[18]
-    image = series.open_image(scan).read()
-    li = np.isin(truths[18], [ID["deposited_li"], ID["redeposited_li"], ID["dendrite"]])
-    best = 0.0
-    for classes in (3, 4):
-        regions = np.digitize(image, threshold_multiotsu(image, classes=classes))
-        for region in range(classes):
-            found = regions == region
-            best = max(best, (found & li).sum() / (found | li).sum())
-    assert best < 0.2
+def test_grey_values_alone_segment_li_poorly(series) -> None:
+    """Multi-Otsu thresholds, even with the best bins for each class, cannot find dendrites
+    and deposited Li: that is why a network is needed (as the paper says of its data)."""
+    scans = [series.scans[i] for i in (3, 9, 15, 21)]
+    best = otsu_best_mapping(series, scans)["network"]
+    assert best["dendrite"] <= 0.4 and best["deposited_li"] <= 0.4
+    assert best["electrode"] > 0.5  # the thresholds do find the big dense layers
 
 
 def test_plating_side_start_flips_the_cell(tmp_path: Path) -> None:

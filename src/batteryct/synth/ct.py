@@ -25,19 +25,26 @@ UM_PER_CM = 1e4
 
 
 def _default_attenuation() -> dict[str, float]:
-    # Relative linear attenuation (1/cm) at ~27.5 keV: Li is barely above voids and only a little
-    # below the polymer electrolyte, which is why global thresholds fail on real data.
+    # Relative linear attenuation (1/cm) at ~27.5 keV: dense Li is barely above voids and only a
+    # little below the polymer electrolyte, which is why global thresholds fail on real data.
+    # Porous Li (deposited, dendritic, redeposited) has no entry of its own: its voxels hold Li
+    # and voids in the proportion of the microstructure (partial volume).
     return {
         "AIR": 0.0,
         "VOID": 0.0,
         "POUCH": 2.2,
         "ELECTROLYTE": 0.62,
         "LITHIUM": 0.40,
-        "DEPOSITED_LI": 0.36,
-        "DENDRITE_LI": 0.38,
-        "POROUS_LI": 0.28,
         "INTERPHASE": 0.75,
     }
+
+
+POROUS_MATERIALS = (
+    Material.DEPOSITED_LI,
+    Material.DENDRITE_LI,
+    Material.POROUS_LI,
+    Material.PIT_FILL_LI,
+)
 
 
 @dataclass(frozen=True)
@@ -45,12 +52,10 @@ class CTSettings:
     """Acquisition, artefacts and reconstruction of the simulated scans."""
 
     attenuation_per_cm: dict[str, float] = field(default_factory=_default_attenuation)
-    texture: float = 0.08
-    """Relative density fluctuation of Li deposits (mossy texture), voxel-scale."""
     n_angles: int = 180
-    photons: float = 1.5e6
+    photons: float = 4e5
     """Unattenuated photon count per detector pixel and projection."""
-    ring_strength: float = 0.0002
+    ring_strength: float = 0.0004
     """Standard deviation of the uncorrected relative gain of each detector pixel."""
     flicker: float = 0.0005
     """Standard deviation of the relative beam intensity from projection to projection."""
@@ -135,23 +140,30 @@ def _filter_sinograms(sinograms: np.ndarray, filter_name: str) -> np.ndarray:
 
 
 def attenuation_volume(
-    material: np.ndarray, settings: CTSettings, rng: np.random.Generator
+    material: np.ndarray, settings: CTSettings, li_fraction: np.ndarray | None = None
 ) -> np.ndarray:
-    """Linear attenuation (1/cm) of every voxel, with a mossy texture on deposited Li."""
+    """Linear attenuation (1/cm) of every voxel.
+
+    Porous Li voxels mix Li and voids by their Li fraction (`li_fraction`, one value per voxel,
+    read only there; without it every porous voxel is half Li)."""
     table = np.zeros(len(Material), np.float32)
     for name, value in settings.attenuation_per_cm.items():
         try:
-            table[Material[name]] = value
-        except KeyError as err:
-            valid = ", ".join(m.name for m in Material)
+            material_id = Material[name]
+        except KeyError:
+            material_id = None
+        if material_id is None or material_id in POROUS_MATERIALS:
+            valid = ", ".join(m.name for m in Material if m not in POROUS_MATERIALS)
             raise ConfigError(
-                f"ct.attenuation_per_cm has unknown material {name!r}; valid: {valid}"
-            ) from err
+                f"ct.attenuation_per_cm has {name!r}, which is not a dense material; valid: "
+                f"{valid} (porous Li mixes LITHIUM and VOID by its solid fraction)"
+            )
+        table[material_id] = value
     mu = table[material]
-    if settings.texture:
-        mossy = np.isin(material, [Material.DEPOSITED_LI, Material.POROUS_LI, Material.DENDRITE_LI])
-        grain = rng.standard_normal(int(mossy.sum())).astype(np.float32)
-        mu[mossy] *= 1.0 + settings.texture * grain
+    porous = np.isin(material, POROUS_MATERIALS)
+    if porous.any():
+        share = li_fraction[porous] if li_fraction is not None else np.float32(0.5)
+        mu[porous] = share * table[Material.LITHIUM] + (1 - share) * table[Material.VOID]
     return mu
 
 
@@ -161,12 +173,14 @@ def simulate_scan(
     settings: CTSettings,
     rng: np.random.Generator,
     move: Callable[[np.ndarray], np.ndarray] | None = None,
+    li_fraction: np.ndarray | None = None,
 ) -> np.ndarray:
     """Reconstructed grey values (settings.dtype) of one material volume (depth, rows, cols).
 
-    `move` resamples the attenuation volume before the projection (a misaligned cell: moved with
+    `li_fraction` gives the Li share of porous voxels (see `attenuation_volume`). `move`
+    resamples the attenuation volume before the projection (a misaligned cell: moved with
     sub-voxel accuracy, as a real cell is, instead of moving the discrete materials)."""
-    mu = attenuation_volume(material, settings, rng)
+    mu = attenuation_volume(material, settings, li_fraction)
     if move is not None:
         mu = move(mu).astype(np.float32, copy=False)
     slices = np.ascontiguousarray(mu.transpose(1, 0, 2))  # rows are the rotation axis

@@ -36,6 +36,7 @@ class Material(IntEnum):
     POROUS_LI = 6
     VOID = 7
     INTERPHASE = 8
+    PIT_FILL_LI = 9
 
 
 BACKGROUND = class_id(ANALYSIS_CLASSES, "background")
@@ -49,39 +50,112 @@ STRIPPING_ELECTRODE = class_id(ANALYSIS_CLASSES, "stripping_electrode")
 
 @dataclass(frozen=True)
 class CellGeometry:
-    """Layer thicknesses and the shape of the Li phases, in µm where a length is physical."""
+    """Layer thicknesses, porosity and the shape of the Li phases, in µm where a length is
+    physical. The defaults are calibrated to the paper (docs/synthetic-cell.md)."""
 
-    pouch_um: float = 5.0
-    stripping_electrode_um: float = 35.0
-    electrolyte_um: float = 60.0
-    plating_electrode_um: float = 35.0
+    pouch_um: float = 8.0
+    stripping_electrode_um: float = 112.8
+    electrolyte_um: float = 140.0
+    plating_electrode_um: float = 106.0
     interface_roughness_um: float = 2.0
-    roughness_length_um: float = 16.0
-    swelling_um: float = 6.0
+    roughness_length_um: float = 30.0
+    swelling_um: float = 28.5
     """Growth of the inter-electrode gap during charge (the plating block moves away)."""
-    dendrite_sites: int = 60
-    dendrite_share: float = 0.25
-    """Share of the Li plated during charge that grows as dendrites (the rest: deposited layer)."""
-    dendrite_radius_um: float = 5.0
-    dendrite_max_height: float = 0.45
-    """Tallest dendrite, as a fraction of the electrolyte thickness."""
-    dead_fraction: float = 0.35
+    deposited_solid_fraction: float = 0.243
+    """Li volume fraction of the deposited layer at the end of charge (the rest: pores)."""
+    deposit_densification: float = 1.5
+    """How much faster the deposit's visible volume grows early: its visible volume follows
+    (1 - exp(-a s)) / (1 - exp(-a)) of the charge share s, while its Li grows linearly, so new
+    Li fills the pores of the earlier deposit and the growth slows. 0: constant porosity."""
+    dendrite_solid_fraction: float = 0.35
+    redeposited_solid_fraction: float = 0.34
+    pit_fill_solid_fraction: float = 0.7
+    """Li redeposited inside a pit is confined there and denser than the loose layer above."""
+    pore_um: float = 1.2
+    """Correlation length of the pores of porous Li, below the voxel size: CT sees their partial
+    volume."""
+    dendrite_sites: int = 84
+    dendrite_share: float = 0.45
+    """Share of the Li plated during charge that grows as dendrites (at most their full size;
+    the rest: deposited layer)."""
+    dendrite_radius_um: float = 13.0
+    """Widest radius of a dendrite's head; its tip is half as wide."""
+    dendrite_root_radius_um: float = 4.5
+    """Radius of a dendrite's stalk, from the electrode through the deposit."""
+    dendrite_stalk_um: float = 30.0
+    """Height of the stalk; the head widens above it (at most 60 % of a dendrite's height)."""
+    dendrite_height_um: float = 80.0
+    """Tallest dendrite; heights are uniform between half of it and all of it."""
+    dead_fraction: float = 0.38
     """Share of dendrites whose base dissolves first during discharge, leaving them detached."""
-    pit_sites: int = 30
-    pit_share: float = 0.7
-    """Share of the Li stripped during charge taken from pits (the rest: uniform recession)."""
-    pit_radius_um: float = 20.0
-    pit_depth: float = 0.75
-    """Deepest pit, as a fraction of the stripping electrode thickness."""
+    pit_sites: int = 72
+    pit_share: float = 0.95
+    """Share of the Li stripped during charge taken from pits (at most their full size; the
+    rest: uniform recession)."""
+    pit_radius_um: float = 32.0
+    """Largest lateral pit radius; radii are uniform between half of it and all of it."""
+    pit_depth_um: float = 24.0
+    """Deepest pit; depths are uniform between half of it and all of it."""
+    pit_wall_exponent: float = 4.0
+    """Shape of a pit: 2 is a bowl (ellipsoid cap); larger values give steeper walls and a
+    flatter bottom."""
     pit_fill_share: float = 0.5
     """Share of the Li redeposited during discharge that goes into pits (the rest: porous layer)."""
-    pit_fill_max: float = 0.7
-    """At most this fraction of a pit fills; the rest remains as void."""
+    pit_refill_share: float = 0.1
+    """Share of pits that redeposited Li fills completely, regaining contact with the electrode."""
+    pit_cap_max: float = 0.3
+    """The other pits are capped at their mouth by half of this to this fraction of their volume;
+    the void beneath the cap remains, between the redeposited Li and the electrode."""
+
+    def solid_fraction(self, material: Material) -> float:
+        """Li volume fraction of a material's voxels (1 for dense Li, 0 where there is none)."""
+        return {
+            Material.LITHIUM: 1.0,
+            Material.INTERPHASE: 1.0,
+            Material.DEPOSITED_LI: self.deposited_solid_fraction,
+            Material.DENDRITE_LI: self.dendrite_solid_fraction,
+            Material.POROUS_LI: self.redeposited_solid_fraction,
+            Material.PIT_FILL_LI: self.pit_fill_solid_fraction,
+        }.get(material, 0.0)
+
+    def check(self) -> None:
+        """Raise ConfigError naming the first setting out of its range."""
+        fractions = (
+            "deposited_solid_fraction",
+            "dendrite_solid_fraction",
+            "redeposited_solid_fraction",
+            "pit_fill_solid_fraction",
+        )
+        for name in fractions:
+            value = getattr(self, name)
+            if not 0 < value <= 1:
+                raise ConfigError(f"geometry.{name} is {value}; expected a fraction in (0, 1]")
+        for name in (
+            "dendrite_share",
+            "pit_share",
+            "pit_fill_share",
+            "pit_refill_share",
+            "pit_cap_max",
+        ):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise ConfigError(f"geometry.{name} is {value}; expected a fraction in [0, 1]")
+        if self.pit_wall_exponent < 1:
+            raise ConfigError(
+                f"geometry.pit_wall_exponent is {self.pit_wall_exponent}; expected >= 1"
+            )
+        if self.deposit_densification < 0:
+            raise ConfigError(
+                f"geometry.deposit_densification is {self.deposit_densification}; expected >= 0"
+            )
 
 
 @dataclass(frozen=True)
 class StepCounts:
-    """Voxel counts of every process at one scan; all counts are cumulative since pristine."""
+    """Voxel counts of every process at one scan; all counts are cumulative since pristine.
+
+    Counts are visible voxels; `deposited_solid_fraction` is the mean Li fraction of the
+    deposited layer at this step (the other porous phases keep the geometry's fractions)."""
 
     swelling_vox: int
     pits: int
@@ -93,6 +167,7 @@ class StepCounts:
     plating_electrode_removed: int
     pit_filled: int
     porous_layer: int
+    deposited_solid_fraction: float
 
 
 @dataclass
@@ -117,25 +192,35 @@ class SyntheticCell:
         self.geometry = geometry
         self.shape = tuple(int(s) for s in shape)
         self.voxel_size_um = float(voxel_size_um)
-        self.rng = np.random.default_rng(seed)
-        self._jitter = (self.rng.random(self.shape) * 1e-3).astype(np.float32)
+        geometry.check()
+        self.seed = int(seed)
+        self._jitter = (self._stream("jitter").random(self.shape) * 1e-3).astype(np.float32)
         self._cache: dict[tuple[str, int, int], np.ndarray] = {}
         self.layout = self._layout()
         self._base_labels, self._base_material, self._plating_block = self._pristine()
         self._build_orders()
+        self._pores, self._pore_levels = self._microstructure()
 
     # ----------------------------------------------------------------------------------- layout
     def _vox(self, length_um: float) -> float:
         return length_um / self.voxel_size_um
 
-    def _rough_field(self, amplitude_vox: float, length_vox: float) -> np.ndarray:
+    def _stream(self, name: str) -> np.random.Generator:
+        """The random numbers of one part of the cell, independent of every other part's
+        settings (a change to the dendrites leaves the pits as they were)."""
+        return np.random.default_rng([self.seed, *name.encode()])
+
+    def _rough_field(
+        self, amplitude_vox: float, length_vox: float, rng: np.random.Generator
+    ) -> np.ndarray:
         """A smooth random height map (rows, cols) with the given standard deviation."""
-        noise = self.rng.standard_normal(self.shape[1:])
+        noise = rng.standard_normal(self.shape[1:])
         field = ndimage.gaussian_filter(noise, max(length_vox, 0.5), mode="wrap")
         field /= field.std() + 1e-12
         return (amplitude_vox * field).astype(np.float32)
 
     def _layout(self) -> Layout:
+        rng = self._stream("layout")
         g = self.geometry
         depth = self.shape[0]
         pouch = max(1, round(self._vox(g.pouch_um)))
@@ -155,13 +240,13 @@ class SyntheticCell:
                 f"{(stack + swell + 4) * self.voxel_size_um:g} µm; increase shape[0] or "
                 "voxel_size_um, or make the layers thinner"
             )
-        top_air = free / 2
+        top_air = float(round(free / 2))  # whole voxels: the layers start on a voxel face
         length = self._vox(g.roughness_length_um)
         rough = self._vox(g.interface_roughness_um)
         strip_top = np.full(self.shape[1:], top_air + pouch, np.float32)
-        strip_iface = strip_top + strip + self._rough_field(rough, length)
-        plate_iface = strip_top + strip + lyte + self._rough_field(rough, length)
-        plate_bottom = strip_top + strip + lyte + plate + self._rough_field(rough / 2, length)
+        strip_iface = strip_top + strip + self._rough_field(rough, length, rng)
+        plate_iface = strip_top + strip + lyte + self._rough_field(rough, length, rng)
+        plate_bottom = strip_top + strip + lyte + plate + self._rough_field(rough / 2, length, rng)
         top_pouch = (round(top_air), round(top_air) + pouch)
         return Layout(top_pouch, strip_top, strip_iface, plate_iface, plate_bottom, pouch)
 
@@ -209,6 +294,7 @@ class SyntheticCell:
         self._build_redeposition()
 
     def _build_pits_and_recession(self) -> None:
+        rng = self._stream("pits")
         g, lay = self.geometry, self.layout
         d = self._depth_grid()
         below = d - lay.strip_iface  # < 0 inside the stripping electrode, measured up from its face
@@ -218,16 +304,18 @@ class SyntheticCell:
         potential = np.full(self.shape, np.inf, np.float32)
         pit_of = np.full(self.shape, -1, np.int16)
         footprint = np.zeros(self.shape[1:], bool)
-        max_depth = g.pit_depth * self._vox(g.stripping_electrode_um)
+        max_depth = self._vox(g.pit_depth_um)
         radius = self._vox(g.pit_radius_um)
         for pit in range(g.pit_sites):
-            r0, c0 = self.rng.uniform(0, self.shape[1]), self.rng.uniform(0, self.shape[2])
-            a = radius * self.rng.uniform(0.5, 1.0)
-            b = max_depth * self.rng.uniform(0.4, 1.0)
-            speed = self.rng.uniform(0.6, 1.4)
+            r0, c0 = rng.uniform(0, self.shape[1]), rng.uniform(0, self.shape[2])
+            a = radius * rng.uniform(0.5, 1.0)
+            b = max_depth * rng.uniform(0.5, 1.0)
+            speed = rng.uniform(0.6, 1.4)
             lateral = ((rows - r0) ** 2 + (cols - c0) ** 2) / a**2
             footprint |= lateral <= 1.0
-            q = np.sqrt(lateral[None] + (np.maximum(depth_into, 0) / b) ** 2) / speed
+            power = g.pit_wall_exponent
+            norm = lateral[None] ** (power / 2) + (np.maximum(depth_into, 0) / b) ** power
+            q = norm ** (1 / power) / speed
             q = np.where(inside & (q * speed <= 1.0), q, np.inf).astype(np.float32)
             closer = q < potential
             potential[closer] = q[closer]
@@ -235,28 +323,32 @@ class SyntheticCell:
         self._pit_order = self._order(np.isfinite(potential), potential)
         self._pit_id = pit_of
         recess_zone = inside & ~footprint[None] & (depth_into < 6)
-        rough = self._rough_field(0.7, self._vox(g.roughness_length_um) / 2)
+        rough = self._rough_field(0.7, self._vox(g.roughness_length_um) / 2, rng)
         self._recession_order = self._order(recess_zone, depth_into + rough[None])
 
     def _build_dendrites(self) -> None:
+        rng = self._stream("dendrites")
         g, lay = self.geometry, self.layout
-        lyte = self._vox(g.electrolyte_um)
+        tallest = self._vox(g.dendrite_height_um)
         radius0 = max(self._vox(g.dendrite_radius_um), 0.8)
+        root = min(max(self._vox(g.dendrite_root_radius_um), 0.8), radius0)
+        stalk = self._vox(g.dendrite_stalk_um)
         potential = np.full(self.shape, np.inf, np.float32)
         arc = np.full(self.shape, np.inf, np.float32)
         owner = np.full(self.shape, -1, np.int16)
-        dead = self.rng.random(g.dendrite_sites) < g.dead_fraction
-        speed = self.rng.uniform(0.5, 1.5, g.dendrite_sites)
+        dead = rng.random(g.dendrite_sites) < g.dead_fraction
+        speed = rng.uniform(0.5, 1.5, g.dendrite_sites)
         tops: list[float] = []
         depth, n_rows, n_cols = self.shape
         for site in range(g.dendrite_sites):
-            r, c = self.rng.uniform(2, n_rows - 2), self.rng.uniform(2, n_cols - 2)
+            r, c = rng.uniform(2, n_rows - 2), rng.uniform(2, n_cols - 2)
             base = float(lay.plate_iface[int(r), int(c)])
-            height = g.dendrite_max_height * lyte * self.rng.uniform(0.5, 1.0)
+            height = tallest * rng.uniform(0.5, 1.0)
             tops.append(height)
-            drift = self.rng.normal(0, 0.35, size=(int(height) + 2, 2)).cumsum(axis=0)
+            drift = rng.normal(0, 0.35, size=(int(height) + 2, 2)).cumsum(axis=0)
+            profile = _dendrite_profile(height, stalk, root, radius0)
             for step in range(int(height) + 1):
-                rho = radius0 * (1.0 - 0.5 * step / max(height, 1.0))
+                rho = profile[step]
                 center = (base - 0.5 - step, r + drift[step, 0], c + drift[step, 1])
                 lo = [max(0, int(np.floor(x - rho - 1))) for x in center]
                 hi = [
@@ -288,12 +380,13 @@ class SyntheticCell:
         self.dendrite_dead = dead
 
     def _build_deposit(self) -> None:
+        rng = self._stream("deposit")
         g, lay = self.geometry, self.layout
         d = self._depth_grid()
         height = lay.plate_iface - d - 0.5  # >= 0 above the plating electrode
         zone = (height >= 0) & (height < 0.4 * self._vox(g.electrolyte_um))
         zone &= ~self._dendrite_tube & (self._base_labels == BACKGROUND)
-        rough = self._rough_field(0.8, self._vox(g.roughness_length_um) / 2)
+        rough = self._rough_field(0.8, self._vox(g.roughness_length_um) / 2, rng)
         potential = height + rough[None]
         self._deposit_order = self._order(zone, potential)
         self._deposit_height = potential
@@ -302,12 +395,16 @@ class SyntheticCell:
         self._plating_recession_order = self._order(electrode, depth_into + rough[None])
 
     def _build_redeposition(self) -> None:
+        rng = self._stream("redeposition")
         g, lay = self.geometry, self.layout
         d = self._depth_grid()
         height = d - lay.strip_iface + 0.5  # < 0 inside the stripping electrode
         self._porous_zone_height = height.astype(np.float32)
-        self._fill_max_per_pit = self.rng.uniform(0.0, g.pit_fill_max, g.pit_sites)
-        rough = self._rough_field(0.6, self._vox(g.roughness_length_um) / 2)
+        reopened = rng.random(g.pit_sites) < g.pit_refill_share
+        cap = rng.uniform(g.pit_cap_max / 2, g.pit_cap_max, g.pit_sites)
+        self._fill_rank_per_pit = rng.permutation(g.pit_sites).astype(np.float32)
+        self._fill_max_per_pit = np.where(reopened, 1.0, cap)
+        rough = self._rough_field(0.6, self._vox(g.roughness_length_um) / 2, rng)
         self._porous_potential = (height + rough[None]).astype(np.float32)
 
     # ----------------------------------------------------------------------------- capacities
@@ -337,7 +434,7 @@ class SyntheticCell:
         if counts.pit_filled:
             filled = self._pit_fill_order(counts)[: counts.pit_filled]
             flat_l[filled] = REDEPOSITED
-            flat_m[filled] = Material.POROUS_LI
+            flat_m[filled] = Material.PIT_FILL_LI
         if counts.porous_layer:
             layer = self._porous_order(counts)[: counts.porous_layer]
             flat_l[layer] = REDEPOSITED
@@ -352,22 +449,24 @@ class SyntheticCell:
         return self._cache[key]
 
     def _pit_fill_order(self, counts: StepCounts) -> np.ndarray:
-        """Pit voxels that redeposited Li fills, wall first, each pit at most to its own limit."""
+        """Pit voxels that redeposited Li fills: one pit after another (in a random order), each
+        from its mouth down and at most to its own limit, so the void that remains lies between
+        the redeposited Li and the electrode, as the paper found."""
 
         def build() -> np.ndarray:
             pits = self._pit_order[: counts.pits]
-            mask = np.zeros(self.shape, bool)
-            mask.reshape(-1)[pits] = True
-            wall = ndimage.distance_transform_edt(mask).astype(np.float32)
+            below_face = self.layout.strip_iface[None] - self._depth_grid()
+            depth = below_face.reshape(-1)[pits] + self._jitter.reshape(-1)[pits]
             pit_id = self._pit_id.reshape(-1)[pits]
-            wall_flat = wall.reshape(-1)[pits] + self._jitter.reshape(-1)[pits]
             fillable = np.zeros(self.shape, bool)
             for pit in np.unique(pit_id):
                 members = pit_id == pit
-                ranked = pits[members][np.argsort(wall_flat[members], kind="stable")]
+                ranked = pits[members][np.argsort(depth[members], kind="stable")]
                 keep = round(float(self._fill_max_per_pit[pit]) * ranked.size)
                 fillable.reshape(-1)[ranked[:keep]] = True
-            return self._order(fillable, wall)
+            rank = np.zeros(self.shape, np.float32)
+            rank.reshape(-1)[pits] = self._fill_rank_per_pit[pit_id]
+            return self._order(fillable, rank * self.shape[0] + below_face)
 
         return self._cached("fill", counts, build)
 
@@ -428,25 +527,30 @@ class SyntheticCell:
         flat_m[target] = block_m[source]
 
     # --------------------------------------------------------------------------------- schedule
-    def schedule(self, charged_vox: list[int], discharged_vox: list[int]) -> list[StepCounts]:
-        """Voxel counts of every scan from the cumulative Li moved (voxels) during each half.
+    def schedule(self, charged_vox: list[float], discharged_vox: list[float]) -> list[StepCounts]:
+        """Voxel counts of every scan from the cumulative Li moved during each half of the cycle.
 
-        `charged_vox[k]` is the Li moved after k charge segments (starting at 0, pristine);
-        `discharged_vox[j]` after j discharge segments (starting at 0, the end of charge). Charge
-        moves Li from the stripping electrode (pits, recession) to the plating side (deposited
-        layer, dendrites); discharge moves it back (dendrites and deposit dissolve, then the
-        plating electrode itself; redeposited Li fills pits and forms a porous layer).
+        `charged_vox[k]` is the Li moved after k charge segments (starting at 0, pristine), in
+        voxels of dense Li; `discharged_vox[j]` after j discharge segments (starting at 0, the end
+        of charge). Charge moves Li from the stripping electrode (pits, recession: dense Li) to
+        the plating side (porous deposited layer, dendrites); discharge moves it back (dendrites
+        and deposit dissolve, then the plating electrode itself; porous redeposited Li fills pits
+        and forms a layer). A porous phase takes `Li / solid fraction` voxels, rounded to the
+        nearest voxel, so the Li of every step matches the moved Li within one voxel.
         """
         g = self.geometry
         caps = self.capacities()
-        total = charged_vox[-1]
-        dendrite_final = min(round(g.dendrite_share * total), caps["dendrite"])
-        deposit_final = total - dendrite_final
+        dendrite_phi = g.dendrite_solid_fraction
+        deposit_phi = g.deposited_solid_fraction
+        redeposit_phi = g.redeposited_solid_fraction
+        total = float(charged_vox[-1])
+        stripped_final = round(total)
         pit_final = min(round(g.pit_share * total), caps["pits"])
-        recession_final = total - pit_final
+        dendrite_final = min(round(g.dendrite_share * total / dendrite_phi), caps["dendrite"])
+        deposit_final = max(round((total - dendrite_final * dendrite_phi) / deposit_phi), 0)
         for name, need, cap in (
             ("deposited layer", deposit_final, caps["deposited"]),
-            ("stripping-side recession", recession_final, caps["recession"]),
+            ("stripping-side recession", stripped_final - pit_final, caps["recession"]),
         ):
             if need > cap:
                 raise ConfigError(
@@ -460,47 +564,124 @@ class SyntheticCell:
             share = moved / total if total else 0.0
             dendrite = round(dendrite_final * share)
             pits = round(pit_final * share)
+            deposit = round(deposit_final * _densified(share, g.deposit_densification))
+            deposit_li = moved - dendrite * dendrite_phi
             steps.append(
                 StepCounts(
                     swelling_vox=round(swelling_vox * k / n_charge),
                     pits=pits,
-                    recession=moved - pits,
-                    deposited_grown=moved - dendrite,
+                    recession=round(moved) - pits,
+                    deposited_grown=deposit,
                     dendrite_grown=dendrite,
                     deposited_removed=0,
                     dendrite_removed=0,
                     plating_electrode_removed=0,
                     pit_filled=0,
                     porous_layer=0,
+                    deposited_solid_fraction=(
+                        min(max(deposit_li / deposit, 0.0), 1.0) if deposit else deposit_phi
+                    ),
                 )
             )
         end = steps[-1]
+        end_deposit_li = end.deposited_grown * end.deposited_solid_fraction
         grown = np.zeros(int(np.prod(self.shape)), bool)
         grown[self._dendrite_order[:dendrite_final]] = True
         removable = int(grown[self._dendrite_removal_order].sum())
         fill_capacity = int(self._pit_fill_order(end).size)
         porous_capacity = int(self._porous_order(end).size)
-        dissolvable = removable + deposit_final
+        dissolvable_li = removable * dendrite_phi + end_deposit_li
+        dendrite_li_share = removable * dendrite_phi / dissolvable_li if dissolvable_li else 0.0
         for moved in discharged_vox[1:]:
-            base = min(moved, dissolvable)
-            deposit_removed = min(
-                base - round(removable * base / max(dissolvable, 1)), deposit_final
+            dissolved_li = min(moved, dissolvable_li)
+            dendrite_removed = min(
+                round(dissolved_li * dendrite_li_share / dendrite_phi), removable
             )
-            filled = min(round(g.pit_fill_share * moved), fill_capacity)
-            if moved - filled > porous_capacity:
+            deposit_li_removed = dissolved_li - dendrite_removed * dendrite_phi
+            deposit_removed = min(
+                round(deposit_li_removed / end.deposited_solid_fraction), end.deposited_grown
+            )
+            fill_phi = g.pit_fill_solid_fraction
+            filled = min(round(g.pit_fill_share * moved / fill_phi), fill_capacity)
+            layer = round((moved - filled * fill_phi) / redeposit_phi)
+            if layer > porous_capacity:
                 raise ConfigError(
                     f"the synthetic cell has room for {porous_capacity} voxels of porous "
-                    f"redeposited Li but the discharge needs {moved - filled}; lower the "
+                    f"redeposited Li but the discharge needs {layer}; lower the "
                     "efficiency or current, or enlarge the cell"
                 )
             steps.append(
                 replace(
                     end,
                     deposited_removed=deposit_removed,
-                    dendrite_removed=base - deposit_removed,
-                    plating_electrode_removed=moved - base,
+                    dendrite_removed=dendrite_removed,
+                    plating_electrode_removed=round(moved - dissolved_li),
                     pit_filled=filled,
-                    porous_layer=moved - filled,
+                    porous_layer=layer,
                 )
             )
         return steps
+
+    # -------------------------------------------------------------------------- microstructure
+    def _microstructure(self) -> tuple[np.ndarray, np.ndarray]:
+        """The pores of porous Li below the voxel size: a smooth random field sampled
+        SUBVOXELS³ times per voxel (one row of samples per voxel, in flat voxel order), and its
+        quantiles, which cut it at any solid fraction. Li is where the field is above the cut."""
+        rng = self._stream("pores")
+        n = SUBVOXELS
+        fine = tuple(n * s for s in self.shape)
+        sigma = max(n * self._vox(self.geometry.pore_um), 0.5)
+        field = rng.standard_normal(fine, dtype=np.float32)
+        field = ndimage.gaussian_filter(field, sigma, mode="wrap")
+        depth, rows, cols = self.shape
+        samples = field.reshape(depth, n, rows, n, cols, n).transpose(0, 2, 4, 1, 3, 5)
+        samples = samples.reshape(depth * rows * cols, n**3).astype(np.float16)
+        levels = np.quantile(field.reshape(-1)[::7], np.linspace(0.0, 1.0, 1001))
+        return samples, levels.astype(np.float32)
+
+    def li_fraction(self, material: np.ndarray, counts: StepCounts) -> np.ndarray:
+        """Li volume fraction of every voxel of a composed step: 1 in dense Li, the partial
+        volume of the microstructure in porous Li (deposit at this step's solid fraction), 0
+        elsewhere."""
+        fraction = np.zeros(self.shape, np.float32)
+        flat = fraction.reshape(-1)
+        materials = material.reshape(-1)
+        flat[np.isin(materials, (Material.LITHIUM, Material.INTERPHASE))] = 1.0
+        porous = {
+            Material.DEPOSITED_LI: counts.deposited_solid_fraction,
+            Material.DENDRITE_LI: self.geometry.dendrite_solid_fraction,
+            Material.POROUS_LI: self.geometry.redeposited_solid_fraction,
+            Material.PIT_FILL_LI: self.geometry.pit_fill_solid_fraction,
+        }
+        for kind, solid in porous.items():
+            where = np.flatnonzero(materials == kind)
+            if where.size:
+                cut = self._pore_levels[round((1.0 - solid) * (self._pore_levels.size - 1))]
+                flat[where] = (self._pores[where] > cut).mean(axis=1)
+        return fraction
+
+
+def _dendrite_profile(height: float, stalk: float, root: float, widest: float) -> np.ndarray:
+    """Radius (voxels) of a dendrite at each step of its height: a narrow stalk of radius
+    `root` through the deposit, then a mossy head that widens to `widest` over a third of the
+    rest and tapers to half of it at the tip."""
+    steps = np.arange(int(height) + 1, dtype=np.float64)
+    stalk = min(stalk, 0.6 * height)
+    head = max(height - stalk, 1.0)
+    t = (steps - stalk) / head
+    rising = root + (widest - root) * t * 3.0
+    falling = widest * (1.0 - 0.5 * (t - 1.0 / 3.0) / (2.0 / 3.0))
+    radius = np.where(t < 1.0 / 3.0, rising, falling)
+    return np.where(steps < stalk, root, np.maximum(radius, root))
+
+
+SUBVOXELS = 2
+"""Samples of the pore field per voxel edge."""
+
+
+def _densified(share: float, rate: float) -> float:
+    """Visible share of the final deposit after `share` of the charge (1 - e^(-a s)) /
+    (1 - e^(-a)); the identity for a = 0."""
+    if rate <= 0 or share <= 0:
+        return max(share, 0.0)
+    return float(np.expm1(-rate * share) / np.expm1(-rate))
