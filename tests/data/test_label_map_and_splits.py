@@ -104,3 +104,20 @@ def test_too_few_slices_for_the_split_is_a_clear_error() -> None:
         split_slices(_refs(2), [0.72, 0.13, 0.15], seed=0)
     with pytest.raises(ConfigError, match=r"data\.split"):
         split_slices(_refs(5), [1.0], seed=0)
+
+
+def test_split_with_contents_puts_every_class_in_every_part_when_it_can() -> None:
+    refs = _refs(20)
+    # class 3 lives on two slices only, class 4 on one: a plain shuffle often misses them
+    contents = [{0, 1} for _ in refs]
+    contents[7] |= {3}
+    contents[13] |= {3}
+    contents[2] |= {4}
+    split = split_slices(refs, [0.8, 0.2], seed=0, contents=contents)
+    classes_of = dict(zip(refs, contents, strict=True))
+    train = set().union(*(classes_of[r] for r in split["train"]))
+    val = set().union(*(classes_of[r] for r in split["val"]))
+    assert {3} <= train and {3} <= val  # two slices: one each
+    assert 4 in train  # a single slice goes to training, where it is learnt
+    assert len(split["train"]) == 16 and len(split["val"]) == 4
+    assert split == split_slices(refs, [0.8, 0.2], seed=0, contents=contents)

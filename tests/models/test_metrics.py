@@ -27,6 +27,7 @@ def _by_hand(preds: np.ndarray, target: np.ndarray) -> dict[str, float]:
         out[f"iou_{name}"] = inter / union
         ious.append(inter / union)
     out["iou_mean"] = float(np.mean(ious))
+    out["iou_fg_mean"] = float(np.mean(ious[1:]))
     foreground_tp = np.sum((p == t) & (t != 0))
     background_tn = np.sum((p == 0) & (t == 0))
     out["iou_total"] = foreground_tp / (t.size - background_tn)
@@ -70,3 +71,17 @@ def test_a_class_absent_from_labels_and_predictions_is_nan_and_left_out_of_the_m
     scalars = named_scalars(metrics.compute(), NAMES, "val")
     assert torch.isnan(scalars["val/iou_pit"])
     assert float(scalars["val/iou_mean"]) == pytest.approx((2 / 3 + 1 / 2) / 2)
+
+
+def test_a_missed_rare_class_cannot_hide_in_the_foreground_mean() -> None:
+    """A dendrite class that is never predicted leaves accuracy and total IoU high but costs
+    the foreground mean its whole share."""
+    target = torch.tensor([0] * 90 + [2] * 8 + [1] * 2)
+    preds = torch.tensor([0] * 90 + [2] * 8 + [0] * 2)
+    metrics = segmentation_metrics(3, IGNORE_INDEX)
+    metrics.update(preds, target)
+    scalars = named_scalars(metrics.compute(), NAMES, "val")
+    assert float(scalars["val/acc"]) == pytest.approx(0.98)
+    assert float(scalars["val/iou_total"]) == pytest.approx(0.8)
+    assert float(scalars["val/iou_dendrite"]) == 0.0
+    assert float(scalars["val/iou_fg_mean"]) == pytest.approx(0.5)

@@ -4,6 +4,7 @@ from monai.networks.nets import UNet
 
 from batteryct.data import IGNORE_INDEX
 from batteryct.models import SegmentationModule
+from batteryct.models.losses import DiceCELoss
 
 
 def _module(n_classes: int = 3) -> SegmentationModule:
@@ -47,4 +48,15 @@ def test_a_batch_without_labels_gives_zero_loss_with_gradients() -> None:
 def test_class_weights_must_match_the_classes() -> None:
     net = UNet(2, 1, 3, channels=(4, 8), strides=(2,))
     with pytest.raises(ValueError, match="2 values for 3 classes"):
-        SegmentationModule(net, ["a", "b", "c"], optimizer=torch.optim.Adam, class_weights=[1, 2])
+        SegmentationModule(
+            net,
+            ["a", "b", "c"],
+            optimizer=torch.optim.Adam,
+            loss=DiceCELoss(class_weights=[1.0, 2.0]),
+        )
+
+
+def test_the_default_loss_is_dice_plus_cross_entropy_and_selection_is_on_foreground_iou() -> None:
+    module = _module()
+    assert isinstance(module.loss_fn, DiceCELoss)
+    assert module.monitor == "val/iou_fg_mean"

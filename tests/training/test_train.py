@@ -58,7 +58,7 @@ def test_short_fit_improves_validation_iou_and_leaves_its_records(
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     info = checkpoint[CHECKPOINT_KEY]
     assert info["class_names"] == ["background", "dendrite", "pit", "deposited_li", "electrode"]
-    assert info["orientation"] == "cross_section" and info["patch_size"] == [32, 32]
+    assert info["orientation"] == "both" and info["patch_size"] == [32, 32]
 
 
 def _read_header(path: Path) -> list[str]:

@@ -7,11 +7,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from monai.transforms import Compose
 from torch.utils.data import DataLoader
 
-from batteryct.data.label_map import LabelMap
+from batteryct.data.label_map import IGNORE_INDEX, LabelMap
 from batteryct.data.patches import PatchDataset
 from batteryct.data.slices import (
     LabelledSlice,
@@ -31,7 +32,10 @@ class PatchDataModule(pl.LightningDataModule):
     """Samples 2D patches from the labelled slices of a series, split by slice.
 
     Only labelled slices are read, once, and kept in memory; patches are cut from them on the
-    fly. `augment` is a list of MONAI dictionary transforms on keys "image" and "label".
+    fly. The split keeps every class in the validation (and test) slices where it can;
+    `val_patches` / `test_patches` = None scores those slices whole (tiles), a number scores
+    that many random patches (the paper's 31 test patches). `augment` is a list of MONAI
+    dictionary transforms on keys "image" and "label".
     """
 
     def __init__(
@@ -47,8 +51,8 @@ class PatchDataModule(pl.LightningDataModule):
         min_labelled_fraction: float = 0.05,
         class_balance: float = 0.0,
         train_patches_per_epoch: int = 256,
-        val_patches: int = 64,
-        test_patches: int = 64,
+        val_patches: int | None = None,
+        test_patches: int | None = None,
         slice_step: int = 1,
         augment: Mapping[str, Callable | None] | Sequence[Callable] | None = None,
     ) -> None:
@@ -92,20 +96,20 @@ class PatchDataModule(pl.LightningDataModule):
                 f"'{self.label_map.source}' ({' / '.join(self.axes)} axes): label some slices, "
                 "or choose another data.orientation or data.label_map.source"
             )
-        self.split = split_slices(refs, self.split_fractions, self.split_seed)
+        loaded = {item.ref: item for item in load_slices(self.series, refs, self.label_map)}
+        contents = [set(np.unique(loaded[ref].target).tolist()) - {IGNORE_INDEX} for ref in refs]
+        self.split = split_slices(refs, self.split_fractions, self.split_seed, contents)
         counts = {name: len(r) for name, r in self.split.items()}
         log.info("split by slice (%s): %s", self.orientation, counts)
-        slices = {
-            name: load_slices(self.series, part, self.label_map)
-            for name, part in self.split.items()
-            if part
-        }
         sizes = {"train": self.train_patches_per_epoch, "val": self.val_patches}
         sizes["test"] = self.test_patches
-        for name, part in slices.items():
-            self.datasets[name] = self._dataset(name, part, sizes[name])
+        for name, part in self.split.items():
+            if part:
+                self.datasets[name] = self._dataset(name, [loaded[r] for r in part], sizes[name])
 
-    def _dataset(self, name: str, part: list[LabelledSlice], n_patches: int) -> PatchDataset:
+    def _dataset(
+        self, name: str, part: list[LabelledSlice], n_patches: int | None
+    ) -> PatchDataset:
         training = name == "train"
         return PatchDataset(
             part,

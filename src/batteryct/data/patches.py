@@ -16,20 +16,23 @@ MAX_PLACEMENT_TRIES = 20
 
 
 class PatchDataset(Dataset):
-    """Square-ish 2D patches placed where labels are.
+    """Square-ish 2D patches placed where labels are, or tiles that cover whole slices.
 
     A patch is centred near a labelled pixel drawn at random (slices weighted by their labelled
     area; with probability `class_balance`, a pixel of a class drawn uniformly, so rare phases
     such as dendrites are seen as often as the electrodes) and kept once its labelled fraction
-    reaches `min_labelled_fraction` (else the best of a few tries). With `fixed=True` patch i is the same in every epoch (validation, test);
-    otherwise each draw is fresh, from the DataLoader worker's seeded generator.
+    reaches `min_labelled_fraction` (else the best of a few tries). With `fixed=True` patch i is
+    the same in every epoch; otherwise each draw is fresh, from the DataLoader worker's seeded
+    generator. With `n_patches=None` (evaluation), the patches are instead the tiles of a grid
+    over every slice, and each labelled pixel is scored in exactly one tile (the overlap that
+    fits the last tile to the slice's edge is unlabelled in the later tile).
     """
 
     def __init__(
         self,
         slices: Sequence[LabelledSlice],
         patch_size: tuple[int, int],
-        n_patches: int,
+        n_patches: int | None,
         min_labelled_fraction: float = 0.05,
         transform: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
         fixed: bool = False,
@@ -49,7 +52,8 @@ class PatchDataset(Dataset):
                     f"{min(s.target.shape[0] for s in self.slices)} × "
                     f"{min(s.target.shape[1] for s in self.slices)} or another orientation"
                 )
-        self.n_patches = int(n_patches)
+        self.tiles = _tiles(self.slices, self.patch_size) if n_patches is None else []
+        self.n_patches = len(self.tiles) if n_patches is None else int(n_patches)
         self.min_labelled_fraction = float(min_labelled_fraction)
         self.transform = transform
         self.fixed = fixed
@@ -109,11 +113,16 @@ class PatchDataset(Dataset):
         return best[1]
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        which, top, left = self.place(index)
+        if self.tiles:
+            which, top, left, owned = self.tiles[index]
+        else:
+            (which, top, left), owned = self.place(index), None
         ph, pw = self.patch_size
         item = self.slices[which]
         image = torch.from_numpy(item.image[top : top + ph, left : left + pw].copy())[None]
         target = torch.from_numpy(item.target[top : top + ph, left : left + pw].astype(np.int64))
+        if owned is not None:
+            target[~torch.from_numpy(owned)] = IGNORE_INDEX
         if self.transform is None:
             return {"image": image, "label": target}
         # Shift labels so that "unlabelled" is 0: MONAI pads and resamples labels with zeros.
@@ -122,3 +131,31 @@ class PatchDataset(Dataset):
         label = torch.as_tensor(out["label"])[0].round().long() - 1
         label[label < 0] = IGNORE_INDEX
         return {"image": torch.as_tensor(out["image"]).float(), "label": label}
+
+
+def _starts(size: int, patch: int) -> list[int]:
+    """Tile origins along one axis: a step of one patch, the last tile flush with the edge."""
+    starts = list(range(0, size - patch + 1, patch))
+    if starts[-1] + patch < size:
+        starts.append(size - patch)
+    return starts
+
+
+def _tiles(
+    slices: Sequence[LabelledSlice], patch_size: tuple[int, int]
+) -> list[tuple[int, int, int, np.ndarray]]:
+    """(slice number, top, left, pixels this tile scores) of a grid covering every slice that
+    holds labels; tiles without a labelled pixel of their own are left out."""
+    ph, pw = patch_size
+    tiles = []
+    for which, item in enumerate(slices):
+        height, width = item.target.shape
+        claimed = np.zeros((height, width), bool)
+        for top in _starts(height, ph):
+            for left in _starts(width, pw):
+                owned = ~claimed[top : top + ph, left : left + pw]
+                claimed[top : top + ph, left : left + pw] = True
+                labelled = item.target[top : top + ph, left : left + pw] != IGNORE_INDEX
+                if np.any(owned & labelled):
+                    tiles.append((which, top, left, owned.copy()))
+    return tiles

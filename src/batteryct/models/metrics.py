@@ -72,11 +72,15 @@ def named_scalars(
     values: dict[str, torch.Tensor], class_names: list[str], prefix: str
 ) -> dict[str, torch.Tensor]:
     """Stable metric names: `<prefix>/acc`, `<prefix>/iou_<class>`, `<prefix>/iou_mean`,
-    `<prefix>/iou_total`. A class absent from both labels and predictions has IoU NaN and
-    does not count in the mean."""
+    `<prefix>/iou_fg_mean` (foreground classes: all but the first), `<prefix>/iou_total`.
+
+    A class absent from both labels and predictions has IoU NaN and does not count in a mean; a
+    class in the labels that is never predicted has IoU 0 and pulls the means down by its full
+    share, which accuracy and total IoU hide when the class is rare."""
     out = {f"{prefix}/acc": values["acc"], f"{prefix}/iou_total": values["iou_total"]}
     iou = values["iou"]
     for name, value in zip(class_names, iou, strict=True):
         out[f"{prefix}/iou_{name}"] = value
     out[f"{prefix}/iou_mean"] = torch.nanmean(iou)
+    out[f"{prefix}/iou_fg_mean"] = torch.nanmean(iou[1:])
     return out

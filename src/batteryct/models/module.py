@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from batteryct.data.label_map import IGNORE_INDEX
+from batteryct.models.losses import DiceCELoss
 from batteryct.models.metrics import named_scalars, segmentation_metrics
 
 CHECKPOINT_KEY = "batteryct"
@@ -20,10 +21,13 @@ CHECKPOINT_KEY = "batteryct"
 
 
 class SegmentationModule(pl.LightningModule):
-    """Cross-entropy training of a 2D segmentation network on labelled pixels only.
+    """Training of a 2D segmentation network on labelled pixels only.
 
-    `optimizer` and `scheduler` are factories (Hydra `_partial_`): optimizer(params) and
-    scheduler(optimizer). The scheduler steps on `monitor` (ReduceLROnPlateau style).
+    `loss` maps (logits, targets) to a scalar and ignores IGNORE_INDEX pixels (default: Dice +
+    cross-entropy). `optimizer` and `scheduler` are factories (Hydra `_partial_`):
+    optimizer(params) and scheduler(optimizer). The scheduler steps on `monitor`
+    (ReduceLROnPlateau style), by default the mean foreground IoU, which a missed rare class
+    pulls down by its full share.
     """
 
     def __init__(
@@ -32,8 +36,8 @@ class SegmentationModule(pl.LightningModule):
         class_names: Sequence[str],
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., Any] | None = None,
-        class_weights: Sequence[float] | None = None,
-        monitor: str = "val/acc",
+        loss: nn.Module | None = None,
+        monitor: str = "val/iou_fg_mean",
     ) -> None:
         super().__init__()
         self.net = net
@@ -41,13 +45,13 @@ class SegmentationModule(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.monitor = monitor
-        weights = torch.as_tensor(class_weights, dtype=torch.float32) if class_weights else None
-        if weights is not None and weights.numel() != len(self.class_names):
+        self.loss_fn = loss if loss is not None else DiceCELoss()
+        n_weights = getattr(self.loss_fn, "n_weights", None)
+        if n_weights is not None and n_weights != len(self.class_names):
             raise ValueError(
-                f"model.class_weights has {weights.numel()} values for "
+                f"model.module.loss.class_weights has {n_weights} values for "
                 f"{len(self.class_names)} classes {self.class_names}"
             )
-        self.loss_fn = nn.CrossEntropyLoss(weight=weights, ignore_index=IGNORE_INDEX)
         n = len(self.class_names)
         self.val_metrics = segmentation_metrics(n, IGNORE_INDEX)
         self.test_metrics = segmentation_metrics(n, IGNORE_INDEX)
@@ -61,7 +65,7 @@ class SegmentationModule(pl.LightningModule):
         return self.net(image)
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy over labelled pixels; exactly 0 (with gradients) if none is."""
+        """The loss over labelled pixels; exactly 0 (with gradients) if none is."""
         if not torch.any(target != IGNORE_INDEX):
             return logits.sum() * 0.0
         return self.loss_fn(logits, target)
