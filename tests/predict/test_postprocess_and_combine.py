@@ -15,6 +15,7 @@ from batteryct.predict import PostProcessSettings, postprocess_scan
 from batteryct.predict.combine import combine_probabilities, combined_classes
 from batteryct.predict.postprocess import find_interfaces
 from batteryct.series import Cell, load_series
+from tests.conftest import SMALL_VOXEL_UM
 
 NETWORK = ["background", "dendrite", "pit", "deposited_li", "electrode"]
 TO_NETWORK = np.array([0, 1, 2, 3, 3, 4, 4], np.uint8)  # analysis id -> network id
@@ -24,7 +25,7 @@ ID = {name: cid for cid, name in ANALYSIS_CLASSES.items()}
 def _postprocess(network: np.ndarray, tmp_path: Path, side: str = "end", **settings) -> np.ndarray:
     tmp_path.mkdir(parents=True, exist_ok=True)
     write_zarr(tmp_path / "net.zarr", network)
-    cell = Cell(voxel_size_um=3.5, plating_side=side)
+    cell = Cell(voxel_size_um=SMALL_VOXEL_UM, plating_side=side)
     postprocess_scan(
         tmp_path / "net.zarr", tmp_path / "out.zarr", NETWORK, cell, PostProcessSettings(**settings)
     )

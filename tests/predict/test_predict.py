@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from hydra.utils import instantiate
 from rich.console import Console
 
 from batteryct.classes import ANALYSIS_CLASSES
+from batteryct.data.slices import AXES
 from batteryct.errors import ConfigError
 from batteryct.predict import (
     CheckpointError,
@@ -30,6 +32,7 @@ from batteryct.predict import (
 )
 from batteryct.predict import run as run_module
 from batteryct.series import load_series
+from tests.conftest import SMALL_SHAPE
 from tests.predict.conftest import predict_trainer
 from tests.training.helpers import ROOT
 
@@ -82,7 +85,11 @@ def test_network_labels_equal_a_direct_whole_slice_computation(
     small_checkpoint: Path, small_series_dir: Path, tmp_path: Path
 ) -> None:
     _predict(
-        small_checkpoint, small_series_dir / "series.yaml", tmp_path / "out", scans=("scan_12",)
+        small_checkpoint,
+        small_series_dir / "series.yaml",
+        tmp_path / "out",
+        scans=("scan_12",),
+        axes=("rows",),
     )
     series = load_series(small_series_dir / "series.yaml")
     image = series.open_image(series.scan("scan_12")).read().astype(np.float32) / 255.0
@@ -125,6 +132,7 @@ def _common(ckpt: Path, series_dir: Path, out: Path) -> list[str]:
         f"series={series_dir / 'series.yaml'}",
         f"out={out}",
         "settings.scans=[scan_06]",
+        "settings.axes=[rows]",
         "settings.slab=2",
         "inference.precision=fp32",
         f"hydra.run.dir={out.parent / ('hydra-' + out.name)}",
@@ -151,13 +159,14 @@ def test_killed_prediction_resumes_to_byte_identical_output(
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=60)
     finished_before = len(list(done.glob("*.done")))
-    assert 5 <= finished_before < 32
+    n_slabs = SMALL_SHAPE[1] // 2
+    assert 5 <= finished_before < n_slabs
     assert not (out / "labels" / "scan_06.zarr").exists()  # nothing half-written is published
 
     second = _predict_py(*_common(small_checkpoint, small_series_dir, out), cwd=tmp_path)
     stdout, stderr = second.communicate(timeout=300)
     assert second.returncode == 0, stderr[-2000:]
-    assert f"{32 - finished_before} slab(s) of 2 to do" in stdout
+    assert f"{n_slabs - finished_before} slab(s) of 2 to do" in stdout
     ours, theirs = _arrays(out, "scan_06"), _arrays(tmp_path / "ref", "scan_06")
     for name in ours:
         assert ours[name].tobytes() == theirs[name].tobytes(), name
@@ -347,3 +356,35 @@ def test_tiff_export_and_a_full_disk(
     with pytest.raises(ConfigError, match="is full while segmenting scan_06"):
         _predict(small_checkpoint, series, tmp_path / "full", scans=("scan_06",))
     assert not (tmp_path / "full" / "labels").exists()
+
+
+@pytest.mark.parametrize(
+    ("orientation", "expected"),
+    [("in_plane", ("depth",)), ("cross_section", ("rows", "cols")), ("both", AXES)],
+)
+def test_prediction_follows_every_orientation_the_model_was_trained_on(
+    orientation: str, expected: tuple[str, ...]
+) -> None:
+    model = SimpleNamespace(orientation=orientation)
+    assert run_module._axes(None, model) == expected
+    assert run_module._axes(("cols",), model) == ("cols",)  # an explicit choice wins
+
+
+def test_the_console_says_which_axes_are_averaged(
+    small_checkpoint: Path, small_series_dir: Path, tmp_path: Path
+) -> None:
+    console = Console(record=True, width=200)
+    predict_series(
+        small_checkpoint,
+        small_series_dir / "series.yaml",
+        tmp_path / "out",
+        InferenceSettings(precision="fp32"),
+        PredictSettings(scans=("scan_00",), slab=16),
+        PostProcessSettings(),
+        predict_trainer(),
+        console=console,
+    )
+    text = console.export_text()
+    assert "model trained on both slices: predicting along depth + rows + cols" in text
+    manifest = load_series(tmp_path / "out" / "series.yaml")
+    assert manifest.metadata["prediction"]["scans"]["scan_00"]["axes"] == list(AXES)

@@ -69,8 +69,9 @@ class PredictSettings:
     """What to predict along which axes, and what to write."""
 
     axes: tuple[str, ...] | None = None
-    """Slice axes (depth/rows/cols) whose predictions are averaged; None: the first axis of the
-    orientation the model was trained on."""
+    """Slice axes (depth/rows/cols) whose predictions are averaged; None: every axis of the
+    orientation the model was trained on (in_plane: depth; cross_section: rows and cols;
+    both: all three)."""
     slab: int = 16
     """Slices per unit of work (and chunk edge along the predicted axis)."""
     slices_per_batch: int = 4
@@ -112,6 +113,11 @@ def predict_series(
     _check_writable(out)
     _claim_folder(out, _fingerprint(ckpt, inference, settings, postprocess), overwrite, trainer)
     axes = _axes(settings.axes, model)
+    if trainer.is_global_zero:
+        console.print(
+            f"model trained on {model.orientation} slices: predicting along "
+            f"{' + '.join(axes)}" + (" (probabilities averaged)" if len(axes) > 1 else "")
+        )
     scans = _selected_scans(source, settings.scans)
     summaries: dict[str, dict[str, Any]] = {}
     for scan in scans:
@@ -195,7 +201,7 @@ def _claim_folder(out: Path, fingerprint: str, overwrite: bool, trainer: pl.Trai
 
 def _axes(requested: tuple[str, ...] | None, model: TrainedModel) -> tuple[str, ...]:
     trained = ORIENTATIONS.get(model.orientation, ("depth",))
-    axes = tuple(requested) if requested else trained[:1]
+    axes = tuple(requested) if requested else trained
     bad = [a for a in axes if a not in AXIS_INDEX]
     if bad or not axes:
         raise ConfigError(f"axes {list(axes)}: expected names among {list(AXIS_INDEX)}")
