@@ -27,6 +27,7 @@ from rich.text import Text
 
 from batteryct.analysis.coloc import colocalize
 from batteryct.analysis.components import connected_components
+from batteryct.analysis.plausibility import implausibilities
 from batteryct.analysis.quantities import inner_edges, linear_rate, occupation
 from batteryct.analysis.scanpass import ScanStats, scan_stats
 from batteryct.electrochem import faraday_segment
@@ -285,6 +286,8 @@ def analyze_series(
     )
     full_index = scan_ids.index(full_id)
     result.derived = _derive(result, ids, volumes[full_index], warn)
+    for message in implausibilities(result):
+        warn(message)
     if out is not None:
         from batteryct.analysis.outputs import write_outputs
 
