@@ -57,3 +57,13 @@ def test_synth_writes_a_complete_series_fiji_and_numpy_can_open(tmp_path: Path) 
     other = _run("synth.py", *reseeded, "seed=4", cwd=tmp_path)
     assert other.returncode == 2
     assert "overwrite=true" in other.stderr and "Traceback" not in other.stderr
+
+
+def test_synth_out_pointing_at_a_file_exits_2_with_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "series.txt"
+    blocker.write_text("")
+    proc = _run("synth.py", f"out={blocker}", cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("batteryct: error: out=")
+    assert "is a file, not a folder" in lines[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from itertools import pairwise
 from pathlib import Path
 
@@ -236,3 +237,14 @@ def test_bad_settings_name_the_setting(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="efficiency"):
         generate_series(tmp_path / "y", **small_series_kwargs(protocol=CycleProtocol(efficiency=2)))
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+@pytest.mark.parametrize("inside", [False, True], ids=["out is a file", "out inside a file"])
+def test_out_pointing_at_a_file_is_refused_with_one_message(tmp_path: Path, inside: bool) -> None:
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("keep me")
+    out = blocker / "series" if inside else blocker
+    message = rf"out={re.escape(str(out))}.*{re.escape(str(blocker))} is a file, not a folder"
+    with pytest.raises(ConfigError, match=message):
+        generate_series(out, **small_series_kwargs())
+    assert blocker.read_text() == "keep me"

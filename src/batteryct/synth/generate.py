@@ -95,6 +95,7 @@ def generate_series(
     console = console or Console()
     shape = _check_settings(shape, voxel_size_um, plating_side, protocol, hand_labels)
     out = Path(out)
+    _check_out_folder(out)
     settings = {
         "shape": list(shape),
         "voxel_size_um": voxel_size_um,
@@ -235,6 +236,18 @@ def _check_settings(
             f"hand_labels.scans {bad} are outside the {n_scans} scans (0-{n_scans - 1})"
         )
     return shape  # type: ignore[return-value]
+
+
+def _check_out_folder(out: Path) -> None:
+    """A ConfigError when `out`, or the closest of its parents that exists, is not a folder."""
+    for path in (out, *out.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise ConfigError(
+                    f"out={out}: {path} is a file, not a folder; choose a folder for the series "
+                    "(it is created if missing)"
+                )
+            return
 
 
 def _scan_table(protocol: CycleProtocol) -> list[dict[str, Any]]:
