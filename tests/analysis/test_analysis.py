@@ -12,9 +12,16 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from batteryct.analysis import AnalysisError, AnalysisSettings, AnalysisWarning, analyze_series
+from batteryct.analysis import (
+    AnalysisError,
+    AnalysisSettings,
+    AnalysisWarning,
+    MeshSettings,
+    analyze_series,
+)
 from batteryct.analysis.scanpass import LabelValueError
 from batteryct.electrochem import faraday_segment
+from batteryct.errors import ConfigError
 from tests.analysis.helpers import C, hand_built_cell, write_series
 
 REPO = Path(__file__).resolve().parents[2]
@@ -225,6 +232,28 @@ def test_unwritable_output_is_refused_before_the_work(tmp_path):
         analyze_series(manifest, blocker / "out", console=QUIET)
 
 
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"connectivity": 5}, r"connectivity is 5; expected 1 \(faces.*3 \(corners"),
+        ({"connectivity": 0}, "connectivity is 0"),
+        ({"dpi": 0}, "dpi is 0"),
+        ({"meshes": MeshSettings(format="obj")}, "meshes.format is 'obj'; expected 'ply' or 'stl'"),
+        ({"meshes": MeshSettings(step=0)}, "meshes.step is 0"),
+        ({"meshes": MeshSettings(scans=["scan_99"])}, r"meshes.scans names unknown scans"),
+        ({"meshes": MeshSettings(classes=["lithium"])}, r"meshes.classes .*\['lithium'\]"),
+    ],
+)
+def test_bad_settings_are_refused_before_anything_is_written(tmp_path, changes, message):
+    manifest = write_series(
+        tmp_path / "s", hand_built_cell(), [0, 10, 20], ["pristine", "charge", "discharge"], **CELL
+    )
+    out = tmp_path / "analysis"
+    with pytest.raises(ConfigError, match=message):
+        analyze_series(manifest, out, AnalysisSettings(**changes), console=QUIET)
+    assert not out.exists()
+
+
 def test_analysis_never_imports_torch():
     code = (
         "import sys, batteryct.analysis, batteryct.analysis.outputs, "
@@ -281,7 +310,7 @@ def test_entry_point_end_to_end(small_series_dir, tmp_path):
     assert mesh.startswith(b"ply\nformat binary_little_endian") and len(mesh) > 500
 
 
-def run_analyze(tmp_path: Path, series: Path) -> subprocess.CompletedProcess:
+def run_analyze(tmp_path: Path, series: Path, *overrides: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [
             sys.executable,
@@ -289,6 +318,7 @@ def run_analyze(tmp_path: Path, series: Path) -> subprocess.CompletedProcess:
             f"series={series}",
             f"out={tmp_path / 'o'}",
             f"hydra.run.dir={tmp_path / 'logs'}",
+            *overrides,
         ],
         cwd=tmp_path,
         capture_output=True,
@@ -312,3 +342,16 @@ def test_entry_point_invalid_manifest_exits_2_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.startswith("batteryct: error: invalid series manifest")
     assert "Traceback" not in proc.stderr
+
+
+def test_entry_point_connectivity_outside_1_to_3_exits_2_with_one_line(tmp_path):
+    manifest = write_series(
+        tmp_path / "s", hand_built_cell(), [0, 10, 20], ["pristine", "charge", "discharge"], **CELL
+    )
+    proc = run_analyze(tmp_path, manifest, "connectivity=5")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "batteryct: error: connectivity is 5; expected 1"
+    )
+    assert not (tmp_path / "o").exists()

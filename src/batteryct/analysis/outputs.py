@@ -267,22 +267,10 @@ def _write_meshes(result, out: Path, volumes, console: Console) -> dict[str, Pat
     folder = out / "meshes"
     folder.mkdir(exist_ok=True)
     written: dict[str, Path] = {}
-    if settings.format not in ("ply", "stl"):
-        from batteryct.errors import ConfigError
-
-        raise ConfigError(f"meshes.format is {settings.format!r}; expected 'ply' or 'stl'")
     for requested in settings.scans:
         sid = alias.get(requested, requested)
-        if sid not in scan_ids:
-            from batteryct.errors import ConfigError
-
-            raise ConfigError(f"meshes.scans names unknown scan {requested!r}; ids: {scan_ids}")
         volume = volumes[scan_ids.index(sid)]
         for name in settings.classes:
-            if name not in ids:
-                from batteryct.errors import ConfigError
-
-                raise ConfigError(f"meshes.classes names unknown class {name!r}; {sorted(ids)}")
             verts, faces = class_mesh(volume, ids[name], result.voxel_um, settings.step)
             if len(faces) == 0:
                 console.print(f"[yellow]no {name} in {sid}: no mesh written[/]")

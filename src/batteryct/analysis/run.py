@@ -45,6 +45,8 @@ REQUIRED_CLASSES = (
     "stripping_electrode",
 )
 LABEL_FIELDS = ("labels_gt", "labels")
+CONNECTIVITY = {1: "faces, 6 neighbours", 2: "edges, 18", 3: "corners, 26"}
+MESH_FORMATS = ("ply", "stl")
 
 
 class AnalysisError(BatteryCTError, ValueError):
@@ -174,19 +176,13 @@ def analyze_series(
     """Analyse every scan of a series; with `out`, write tables, figures, report and meshes.
 
     `config` is recorded in summary.json and the report (the entry point passes its Hydra config).
+    Every setting and the folder are checked before the long work.
     """
     settings = settings or AnalysisSettings()
     console = console or Console(stderr=True)
     if not isinstance(series, Series):
         series = load_series(series)
-    if out is not None:
-        out = check_output_folder(out)
-    if settings.label_field not in LABEL_FIELDS:
-        raise ConfigError(
-            f"label_field is {settings.label_field!r}; expected one of {', '.join(LABEL_FIELDS)}"
-        )
-    if settings.engine not in ("threads", "dask"):
-        raise ConfigError(f"engine is {settings.engine!r}; expected 'threads' or 'dask'")
+    _check_settings(settings)
     ids = _class_ids(series)
     volumes = _open_label_volumes(series, settings.label_field)
     shape = volumes[0].shape
@@ -206,6 +202,10 @@ def analyze_series(
             raise ConfigError(
                 f"coloc_pairs entry {list(pair)} must name two classes of {sorted(ids)}"
             )
+    if settings.meshes is not None:
+        _check_meshes(settings.meshes, scan_ids, ids)
+    if out is not None:
+        out = check_output_folder(out)
 
     warned: list[str] = []
 
@@ -291,8 +291,38 @@ def analyze_series(
     if out is not None:
         from batteryct.analysis.outputs import write_outputs
 
-        write_outputs(result, Path(out), volumes, console, config)
+        write_outputs(result, out, volumes, console, config)
     return result
+
+
+def _check_settings(settings: AnalysisSettings) -> None:
+    """ConfigError for a setting that cannot work, whatever the series."""
+    if settings.label_field not in LABEL_FIELDS:
+        raise ConfigError(
+            f"label_field is {settings.label_field!r}; expected one of {', '.join(LABEL_FIELDS)}"
+        )
+    if settings.engine not in ("threads", "dask"):
+        raise ConfigError(f"engine is {settings.engine!r}; expected 'threads' or 'dask'")
+    if settings.connectivity not in CONNECTIVITY:
+        valid = ", ".join(f"{k} ({v})" for k, v in CONNECTIVITY.items())
+        raise ConfigError(f"connectivity is {settings.connectivity!r}; expected {valid}")
+    if settings.dpi <= 0:
+        raise ConfigError(f"dpi is {settings.dpi!r}; expected a positive number")
+
+
+def _check_meshes(meshes: MeshSettings, scan_ids: list[str], ids: dict[str, int]) -> None:
+    if meshes.format not in MESH_FORMATS:
+        raise ConfigError(f"meshes.format is {meshes.format!r}; expected 'ply' or 'stl'")
+    if meshes.step < 1:
+        raise ConfigError(f"meshes.step is {meshes.step!r}; expected a whole number >= 1")
+    unknown = [s for s in meshes.scans if s not in ("half", "full", *scan_ids)]
+    if unknown:
+        raise ConfigError(
+            f"meshes.scans names unknown scans {unknown}; expected half, full or ids {scan_ids}"
+        )
+    unknown = [c for c in meshes.classes if c not in ids]
+    if unknown:
+        raise ConfigError(f"meshes.classes names unknown classes {unknown}; {sorted(ids)}")
 
 
 def _class_ids(series: Series) -> dict[str, int]:
