@@ -37,6 +37,7 @@ $(DEMO_DIR)/predictions/series.yaml: $(DEMO_DIR)/train/checkpoints/best.ckpt
 
 $(DEMO_DIR)/analysis/report.html: $(DEMO_DIR)/predictions/series.yaml
 	$(BIN)/python analyze.py series=$(DEMO_DIR)/predictions/series.yaml out=$(DEMO_DIR)/analysis \
+		overwrite=true \
 		paths.root_dir=$(DEMO_DIR)
 
 $(DEMO_DIR)/evaluation/evaluation.txt: $(DEMO_DIR)/predictions/series.yaml

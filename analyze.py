@@ -1,6 +1,6 @@
 """Analyse a segmented operando series: quantities, figures, report and meshes.
 
-`python analyze.py [series=<manifest>] [out=<folder>]`
+`python analyze.py [series=<manifest>] [out=<folder>] [overwrite=true]`
 """
 
 import hydra
@@ -28,7 +28,13 @@ def main(cfg: DictConfig) -> None:
         report=cfg.report,
         dpi=cfg.dpi,
     )
-    analyze_series(cfg.series, cfg.out, settings, config=OmegaConf.to_container(cfg, resolve=True))
+    analyze_series(
+        cfg.series,
+        cfg.out,
+        settings,
+        config=OmegaConf.to_container(cfg, resolve=True),
+        overwrite=cfg.overwrite,
+    )
 
 
 if __name__ == "__main__":

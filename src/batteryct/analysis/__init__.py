@@ -3,8 +3,8 @@ electrochemistry, events, figures, report and meshes. Reads manifests and label 
 (never imports torch)."""
 
 from batteryct.analysis.coloc import Colocalization, colocalize
+from batteryct.analysis.errors import AnalysisError
 from batteryct.analysis.run import (
-    AnalysisError,
     AnalysisResult,
     AnalysisSettings,
     AnalysisWarning,

@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import os
+import shutil
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,16 @@ CONVENTION = (
     "smaller than the active area does not bias the ratio. CT traveling Li per segment: during "
     "charge the gain of deposited Li + dendrites, during discharge the gain of redeposited Li."
 )
+TABLES = ("volumes", "thickness", "profiles", "colocalization", "edges", "faraday")
+OUTPUTS = (
+    *(f"{name}.csv" for name in TABLES),
+    "summary.json",
+    "maps.npz",
+    "report.html",
+    "figures",
+    "meshes",
+)
+"""Everything `write_outputs` may write into the folder; a run first removes what is there of it."""
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -218,7 +229,8 @@ def _plain(value: Any) -> Any:
 
 
 def write_outputs(result, out: Path, volumes, console: Console, config=None) -> dict[str, Path]:
-    """Write everything into `out`; returns name -> path."""
+    """Replace the outputs of any earlier run in `out` with this one's; returns name -> path."""
+    remove_outputs(out)
     written: dict[str, Path] = {}
     for name, rows in tables(result).items():
         path = out / f"{name}.csv"
@@ -236,9 +248,9 @@ def write_outputs(result, out: Path, volumes, console: Console, config=None) -> 
             projections[f"{sid}/{name}"] = m  # sum projection, voxels
             projections[f"{sid}/{name}/thickness_um"] = m * result.voxel_um  # local thickness
             projections[f"{sid}/{name}/mean"] = m / depth  # mean projection: density
-    np.savez_compressed(
-        out / "maps.npz", **projections, **{k: v for k, v in result.derived["maps"].items()}
-    )
+    path = out / "maps.npz"
+    np.savez_compressed(path, **projections, **{k: v for k, v in result.derived["maps"].items()})
+    written["maps"] = path
     meshes = result.settings.meshes
     if meshes is not None and meshes.scans and meshes.classes:
         written.update(_write_meshes(result, out, volumes, console))
@@ -253,6 +265,17 @@ def write_outputs(result, out: Path, volumes, console: Console, config=None) -> 
             written["report"] = write_report(result, out / "report.html", figures, config)
     console.print(f"analysis written to [bold]{out}[/]")
     return written
+
+
+def remove_outputs(out: Path) -> None:
+    """Remove every output of an earlier analysis (and its temporary files) from `out`; other
+    files stay."""
+    for name in OUTPUTS:
+        for path in (out / name, out / f".{name}.tmp"):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
 
 
 def _settings_dict(settings) -> dict[str, Any]:

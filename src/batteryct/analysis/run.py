@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -27,11 +26,18 @@ from rich.text import Text
 
 from batteryct.analysis.coloc import colocalize
 from batteryct.analysis.components import connected_components
+from batteryct.analysis.errors import AnalysisError
+from batteryct.analysis.folder import (
+    analysis_record,
+    claim_analysis_folder,
+    mark_complete,
+    mark_started,
+)
 from batteryct.analysis.plausibility import implausibilities
 from batteryct.analysis.quantities import inner_edges, linear_rate, occupation
 from batteryct.analysis.scanpass import ScanStats, scan_stats
 from batteryct.electrochem import faraday_segment
-from batteryct.errors import BatteryCTError, ConfigError
+from batteryct.errors import ConfigError
 from batteryct.io import open_volume
 from batteryct.series import Series, load_series
 
@@ -47,10 +53,6 @@ REQUIRED_CLASSES = (
 LABEL_FIELDS = ("labels_gt", "labels")
 CONNECTIVITY = {1: "faces, 6 neighbours", 2: "edges, 18", 3: "corners, 26"}
 MESH_FORMATS = ("ply", "stl")
-
-
-class AnalysisError(BatteryCTError, ValueError):
-    """A series the analysis cannot use (shapes, classes, output folder)."""
 
 
 class AnalysisWarning(UserWarning):
@@ -139,22 +141,6 @@ class AnalysisResult:
         return sum(self.volume_um3(n) for n in names) / self.roi_area_um2
 
 
-def check_output_folder(out: str | os.PathLike[str]) -> Path:
-    """Create `out` and make sure files can be written there, before any long work."""
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as err:
-        raise AnalysisError(
-            f"cannot write the analysis output folder {out}: {err.strerror or err}; "
-            f"choose another 'out=' or fix its permissions"
-        ) from None
-    return out
-
-
 class _RateColumn(ProgressColumn):
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
@@ -172,11 +158,13 @@ def analyze_series(
     settings: AnalysisSettings | None = None,
     console: Console | None = None,
     config: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> AnalysisResult:
     """Analyse every scan of a series; with `out`, write tables, figures, report and meshes.
 
     `config` is recorded in summary.json and the report (the entry point passes its Hydra config).
-    Every setting and the folder are checked before the long work.
+    `out` must be empty or hold this analysis (same manifest and settings; its outputs are
+    replaced) unless `overwrite`. Every setting and the folder are checked before the long work.
     """
     settings = settings or AnalysisSettings()
     console = console or Console(stderr=True)
@@ -205,7 +193,8 @@ def analyze_series(
     if settings.meshes is not None:
         _check_meshes(settings.meshes, scan_ids, ids)
     if out is not None:
-        out = check_output_folder(out)
+        record = analysis_record(series.path, settings)
+        out = claim_analysis_folder(out, record, overwrite)
 
     warned: list[str] = []
 
@@ -291,7 +280,9 @@ def analyze_series(
     if out is not None:
         from batteryct.analysis.outputs import write_outputs
 
-        write_outputs(result, out, volumes, console, config)
+        mark_started(out, record)
+        written = write_outputs(result, out, volumes, console, config)
+        mark_complete(out, record, written)
     return result
 
 
