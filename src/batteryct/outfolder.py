@@ -1,28 +1,43 @@
-"""Output folders of long, resumable jobs (synth.py, prepare.py, predict.py).
+"""Output folders of long, resumable jobs (synth.py, prepare.py; predict.py has its own).
 
 A folder is complete when its final record exists with the job's settings fingerprint, in
 progress when its progress file has that fingerprint, and anything else is refused unless the
-user asks to overwrite it.
+user asks to overwrite it - or, when the job says what finished work is, unless it is the
+unfinished folder of a run with other settings that finished nothing.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from batteryct.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 
 def claim_output_folder(
-    out: Path, fingerprint: str, record: str, progress: str, what: str, overwrite: bool
+    out: Path,
+    fingerprint: str,
+    record: str,
+    progress: str,
+    what: str,
+    overwrite: bool,
+    finished: Callable[[dict[str, Any]], bool] | None = None,
 ) -> dict[str, Any] | None:
     """None when `out` already holds this job's finished result (series.yaml and `record` with
     the same fingerprint); the saved progress of an interrupted run with the same settings; or
-    a fresh state `{"fingerprint": ...}` for an empty (or, with `overwrite`, emptied) folder."""
+    a fresh state `{"fingerprint": ...}` for an empty (or, with `overwrite`, emptied) folder.
+
+    `finished` tells from a progress state whether its run finished any work; a folder whose
+    run with other settings finished none (it failed early) is emptied and claimed afresh.
+    """
     progress_file = out / progress
     record_file = out / record
     if not overwrite:
@@ -33,6 +48,13 @@ def claim_output_folder(
             state = json.loads(progress_file.read_text())
             if state.get("fingerprint") == fingerprint:
                 return state
+            if finished is not None and not finished(state):
+                log.warning(
+                    "%s holds %s with other settings that finished nothing; starting afresh",
+                    out,
+                    what,
+                )
+                overwrite = True
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise ConfigError(

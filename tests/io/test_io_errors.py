@@ -87,6 +87,30 @@ def test_corrupt_slice_in_folder(tmp_path: Path) -> None:
     assert error.__cause__ is not None
 
 
+def _truncate(path: Path, fraction: float = 0.6) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * fraction)])
+
+
+@pytest.mark.parametrize("compression", [None, "zlib"])
+def test_truncated_tiff_file_is_refused_when_opened(
+    tmp_path: Path, compression: str | None
+) -> None:
+    path = tmp_path / "stack.tif"
+    data = np.random.default_rng(0).integers(0, 255, (20, 32, 32), dtype=np.uint8)
+    tifffile.imwrite(path, data, compression=compression)
+    _truncate(path)
+    message = str(volume_error(path))
+    assert "stack.tif is truncated" in message
+
+
+def test_truncated_slice_in_folder_is_refused_when_opened(tmp_path: Path) -> None:
+    planes = [np.full((32, 32), i, np.uint8) for i in range(5)]
+    folder = slice_folder(tmp_path / "scan", planes)
+    _truncate(folder / "slice_3.tif")
+    assert "slice_3.tif is truncated" in str(volume_error(folder))
+
+
 def test_slice_deleted_after_opening(tmp_path: Path) -> None:
     folder = slice_folder(tmp_path / "scan", [np.zeros((4, 5), np.uint8)] * 3)
     volume = open_volume(folder)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -34,37 +31,20 @@ from batteryct.predict import run as run_module
 from batteryct.series import load_series
 from tests.conftest import SMALL_SHAPE
 from tests.predict.conftest import predict_trainer
+from tests.predict.helpers import (
+    QUIET,
+    common_overrides,
+    predict,
+    predict_py,
+    read_outputs,
+)
 from tests.training.helpers import ROOT
-
-QUIET = Console(quiet=True)
-
-
-def _predict(ckpt: Path, series: Path, out: Path, **settings: object):
-    defaults = {"scans": ("scan_00", "scan_12"), "slab": 8, "outputs": Outputs(entropy=True)}
-    defaults.update(settings)
-    return predict_series(
-        ckpt,
-        series,
-        out,
-        InferenceSettings(precision="fp32"),
-        PredictSettings(**defaults),
-        PostProcessSettings(),
-        predict_trainer(),
-        console=QUIET,
-    )
-
-
-def _arrays(out: Path, scan: str) -> dict[str, np.ndarray]:
-    return {
-        name: zarr.open_array(str(out / name / f"{scan}.zarr"), mode="r")[:]
-        for name in ("labels", "labels_net", "entropy")
-    }
 
 
 def test_predictions_manifest_is_the_input_format_with_analysis_labels(
     small_checkpoint: Path, small_series_dir: Path, tmp_path: Path
 ) -> None:
-    manifest = _predict(small_checkpoint, small_series_dir / "series.yaml", tmp_path / "out")
+    manifest = predict(small_checkpoint, small_series_dir / "series.yaml", tmp_path / "out")
     again = load_series(tmp_path / "out" / "series.yaml")
     assert [s.id for s in again.scans] == ["scan_00", "scan_12"]
     assert again.classes == ANALYSIS_CLASSES
@@ -84,7 +64,7 @@ def test_predictions_manifest_is_the_input_format_with_analysis_labels(
 def test_network_labels_equal_a_direct_whole_slice_computation(
     small_checkpoint: Path, small_series_dir: Path, tmp_path: Path
 ) -> None:
-    _predict(
+    predict(
         small_checkpoint,
         small_series_dir / "series.yaml",
         tmp_path / "out",
@@ -100,7 +80,7 @@ def test_network_labels_equal_a_direct_whole_slice_computation(
     with torch.no_grad():
         logits = sliding_window_inference(slices, model.patch_size, 4, model.net, overlap=0.25)
     expected = logits.argmax(1).numpy().transpose(1, 0, 2)
-    ours = _arrays(tmp_path / "out", "scan_12")["labels_net"]
+    ours = read_outputs(tmp_path / "out", "scan_12")["labels_net"]
     assert (ours == expected).mean() > 0.999
 
 
@@ -108,47 +88,22 @@ def test_a_finished_scan_is_skipped(
     small_checkpoint: Path, small_series_dir: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    _predict(small_checkpoint, small_series_dir / "series.yaml", out, scans=("scan_00",))
+    predict(small_checkpoint, small_series_dir / "series.yaml", out, scans=("scan_00",))
     stamp = (out / "labels" / "scan_00.zarr" / "zarr.json").stat().st_mtime_ns
-    _predict(small_checkpoint, small_series_dir / "series.yaml", out, scans=("scan_00",))
+    predict(small_checkpoint, small_series_dir / "series.yaml", out, scans=("scan_00",))
     assert (out / "labels" / "scan_00.zarr" / "zarr.json").stat().st_mtime_ns == stamp
-
-
-def _predict_py(*overrides: str, cwd: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, "BATTERYCT_ROOT": str(cwd)}
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "predict.py"), *overrides],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _common(ckpt: Path, series_dir: Path, out: Path) -> list[str]:
-    return [
-        f"ckpt={ckpt}",
-        f"series={series_dir / 'series.yaml'}",
-        f"out={out}",
-        "settings.scans=[scan_06]",
-        "settings.axes=[rows]",
-        "settings.slab=2",
-        "inference.precision=fp32",
-        f"hydra.run.dir={out.parent / ('hydra-' + out.name)}",
-    ]
 
 
 def test_killed_prediction_resumes_to_byte_identical_output(
     small_checkpoint: Path, small_series_dir: Path, tmp_path: Path
 ) -> None:
-    reference = _predict_py(
-        *_common(small_checkpoint, small_series_dir, tmp_path / "ref"), cwd=tmp_path
+    reference = predict_py(
+        *common_overrides(small_checkpoint, small_series_dir, tmp_path / "ref"), cwd=tmp_path
     )
     assert reference.wait(timeout=300) == 0, reference.stderr.read()[-2000:]
 
     out = tmp_path / "killed"
-    first = _predict_py(*_common(small_checkpoint, small_series_dir, out), cwd=tmp_path)
+    first = predict_py(*common_overrides(small_checkpoint, small_series_dir, out), cwd=tmp_path)
     done = out / ".work" / "scan_06" / "done"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and first.poll() is None:
@@ -163,11 +118,11 @@ def test_killed_prediction_resumes_to_byte_identical_output(
     assert 5 <= finished_before < n_slabs
     assert not (out / "labels" / "scan_06.zarr").exists()  # nothing half-written is published
 
-    second = _predict_py(*_common(small_checkpoint, small_series_dir, out), cwd=tmp_path)
+    second = predict_py(*common_overrides(small_checkpoint, small_series_dir, out), cwd=tmp_path)
     stdout, stderr = second.communicate(timeout=300)
     assert second.returncode == 0, stderr[-2000:]
     assert f"{n_slabs - finished_before} slab(s) of 2 to do" in stdout
-    ours, theirs = _arrays(out, "scan_06"), _arrays(tmp_path / "ref", "scan_06")
+    ours, theirs = read_outputs(out, "scan_06"), read_outputs(tmp_path / "ref", "scan_06")
     for name in ours:
         assert ours[name].tobytes() == theirs[name].tobytes(), name
 
@@ -175,18 +130,19 @@ def test_killed_prediction_resumes_to_byte_identical_output(
 def test_two_ddp_processes_equal_one(
     small_checkpoint: Path, small_series_dir: Path, tmp_path: Path
 ) -> None:
-    single = _predict_py(
-        *_common(small_checkpoint, small_series_dir, tmp_path / "one"), cwd=tmp_path
+    single = predict_py(
+        *common_overrides(small_checkpoint, small_series_dir, tmp_path / "one"), cwd=tmp_path
     )
     assert single.wait(timeout=300) == 0, single.stderr.read()[-2000:]
-    ddp = _predict_py(
-        *_common(small_checkpoint, small_series_dir, tmp_path / "two"),
+    ddp = predict_py(
+        *common_overrides(small_checkpoint, small_series_dir, tmp_path / "two"),
         "trainer=ddp_cpu",
         cwd=tmp_path,
     )
     _, stderr = ddp.communicate(timeout=300)
     assert ddp.returncode == 0, stderr[-3000:]
-    ours, theirs = _arrays(tmp_path / "two", "scan_06"), _arrays(tmp_path / "one", "scan_06")
+    ours = read_outputs(tmp_path / "two", "scan_06")
+    theirs = read_outputs(tmp_path / "one", "scan_06")
     for name in ours:
         assert np.array_equal(ours[name], theirs[name]), name
 
@@ -197,10 +153,10 @@ def test_jobs_segmenting_different_scans_side_by_side_fill_one_manifest(
     out = tmp_path / "shared"
     jobs = []
     for scan in ("scan_03", "scan_09"):
-        overrides = _common(small_checkpoint, small_series_dir, out)
+        overrides = common_overrides(small_checkpoint, small_series_dir, out)
         overrides[3] = f"settings.scans=[{scan}]"
         overrides[-1] = f"hydra.run.dir={tmp_path / ('hydra-' + scan)}"
-        jobs.append(_predict_py(*overrides, cwd=tmp_path))
+        jobs.append(predict_py(*overrides, cwd=tmp_path))
     for job in jobs:
         _, stderr = job.communicate(timeout=300)
         assert job.returncode == 0, stderr[-3000:]
@@ -214,7 +170,7 @@ def test_a_job_that_finds_more_finished_scans_after_writing_the_manifest_writes_
     small_checkpoint: Path, small_series_dir: Path, tmp_path: Path, monkeypatch
 ) -> None:
     out = tmp_path / "out"
-    _predict(small_checkpoint, small_series_dir / "series.yaml", out)
+    predict(small_checkpoint, small_series_dir / "series.yaml", out)
     record = out / "summary" / "scan_12.json"
     saved = record.read_text()
     record.unlink()  # as if another job were still segmenting scan_12
@@ -229,7 +185,7 @@ def test_a_job_that_finds_more_finished_scans_after_writing_the_manifest_writes_
         return manifest
 
     monkeypatch.setattr(run_module, "_write_manifest", write_then_other_job_finishes)
-    _predict(small_checkpoint, small_series_dir / "series.yaml", out, scans=("scan_00",))
+    predict(small_checkpoint, small_series_dir / "series.yaml", out, scans=("scan_00",))
     assert calls == [["scan_00"], ["scan_00", "scan_12"]]
     assert [s.id for s in load_series(out / "series.yaml").scans] == ["scan_00", "scan_12"]
 
@@ -237,17 +193,17 @@ def test_a_job_that_finds_more_finished_scans_after_writing_the_manifest_writes_
 def test_errors_are_clear(small_checkpoint: Path, small_series_dir: Path, tmp_path: Path) -> None:
     series = small_series_dir / "series.yaml"
     with pytest.raises(CheckpointError, match="does not exist"):
-        _predict(tmp_path / "nope.ckpt", series, tmp_path / "a")
+        predict(tmp_path / "nope.ckpt", series, tmp_path / "a")
     torch.save({"weights": 1}, tmp_path / "other.ckpt")
     with pytest.raises(CheckpointError, match="is not a batteryct model"):
-        _predict(tmp_path / "other.ckpt", series, tmp_path / "b")
+        predict(tmp_path / "other.ckpt", series, tmp_path / "b")
     with pytest.raises(ConfigError, match=r"scans \['scan_99'\] are not in"):
-        _predict(small_checkpoint, series, tmp_path / "c", scans=("scan_99",))
+        predict(small_checkpoint, series, tmp_path / "c", scans=("scan_99",))
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(ConfigError, match="cannot write to the output folder"):
-        _predict(small_checkpoint, series, blocker / "out")
-    with pytest.raises(ConfigError, match="smaller than the 128 × 128 window"):
+        predict(small_checkpoint, series, blocker / "out")
+    with pytest.raises(ConfigError, match=r"128 × 128 window; pass a smaller inference\.window="):
         predict_series(
             small_checkpoint,
             series,
@@ -258,7 +214,9 @@ def test_errors_are_clear(small_checkpoint: Path, small_series_dir: Path, tmp_pa
             predict_trainer(),
             console=QUIET,
         )
-    assert not (tmp_path / "d" / "labels").exists()
+    with pytest.raises(CheckpointError, match=r"is a folder; pass one checkpoint file in it"):
+        predict(small_checkpoint.parent, series, tmp_path / "e")
+    assert not any((tmp_path / name).exists() for name in "abcde")
 
 
 def test_onnx_export_matches_pytorch(small_checkpoint: Path, tmp_path: Path) -> None:
@@ -293,9 +251,9 @@ def test_a_folder_of_another_model_or_settings_is_refused_unless_overwritten(
     small_checkpoint: Path, small_series_dir: Path, tmp_path: Path
 ) -> None:
     series, out = small_series_dir / "series.yaml", tmp_path / "out"
-    _predict(small_checkpoint, series, out, scans=("scan_00",))
-    with pytest.raises(ConfigError, match="holds predictions made with another"):
-        _predict(small_checkpoint, series, out, scans=("scan_00",), slab=4)
+    predict(small_checkpoint, series, out, scans=("scan_00",))
+    with pytest.raises(ConfigError, match=r"holds predictions .* made with another"):
+        predict(small_checkpoint, series, out, scans=("scan_00",), slab=4)
     predict_series(
         small_checkpoint,
         series,
@@ -317,7 +275,7 @@ def test_two_orientations_are_averaged(
     series = small_series_dir / "series.yaml"
     probs = {}
     for axis in ("rows", "cols"):
-        _predict(
+        predict(
             small_checkpoint,
             series,
             tmp_path / axis,
@@ -326,11 +284,11 @@ def test_two_orientations_are_averaged(
             outputs=Outputs(probabilities=True, entropy=True),
         )
         probs[axis] = zarr.open_array(str(tmp_path / axis / "probabilities" / "scan_12.zarr"))[:]
-    _predict(small_checkpoint, series, tmp_path / "both", scans=("scan_12",), axes=("rows", "cols"))
-    both = _arrays(tmp_path / "both", "scan_12")["labels_net"]
+    predict(small_checkpoint, series, tmp_path / "both", scans=("scan_12",), axes=("rows", "cols"))
+    both = read_outputs(tmp_path / "both", "scan_12")["labels_net"]
     expected = (probs["rows"].astype(float) + probs["cols"]).argmax(axis=0)
     assert (both == expected).mean() > 0.99  # probabilities were stored as uint8: rare ties differ
-    assert (both != _arrays(tmp_path / "rows", "scan_12")["labels_net"]).any()
+    assert (both != read_outputs(tmp_path / "rows", "scan_12")["labels_net"]).any()
 
 
 def test_tiff_export_and_a_full_disk(
@@ -341,7 +299,7 @@ def test_tiff_export_and_a_full_disk(
     import tifffile
 
     series = small_series_dir / "series.yaml"
-    _predict(small_checkpoint, series, tmp_path / "t", scans=("scan_00",), export_tiffs=True)
+    predict(small_checkpoint, series, tmp_path / "t", scans=("scan_00",), export_tiffs=True)
     labels = zarr.open_array(str(tmp_path / "t" / "labels" / "scan_00.zarr"))[:]
     np.testing.assert_array_equal(
         tifffile.imread(tmp_path / "t" / "tiff" / "scan_00_labels.tif"), labels
@@ -354,7 +312,7 @@ def test_tiff_export_and_a_full_disk(
 
     monkeypatch.setattr(run_module, "_write_outputs", full)
     with pytest.raises(ConfigError, match="is full while segmenting scan_06"):
-        _predict(small_checkpoint, series, tmp_path / "full", scans=("scan_06",))
+        predict(small_checkpoint, series, tmp_path / "full", scans=("scan_06",))
     assert not (tmp_path / "full" / "labels").exists()
 
 

@@ -234,6 +234,41 @@ def test_user_errors_are_one_clear_message(tmp_path: Path, small_series_dir: Pat
     assert not any((tmp_path / n).exists() for n in "abc")
 
 
+def test_a_run_that_failed_before_writing_a_scan_does_not_block_its_correction(
+    tmp_path: Path,
+) -> None:
+    volume = ndimage.gaussian_filter(np.random.default_rng(2).standard_normal((20, 24, 28)), 1.0)
+    write_zarr(tmp_path / "a.zarr", volume.astype(np.float32))
+    write_zarr(tmp_path / "b.zarr", volume.astype(np.float32))
+    manifest = {
+        "cell": {"voxel_size_um": 2.0},
+        "classes": {0: "background"},
+        "scans": [
+            {"id": "a", "image": "a.zarr", "minutes": 0, "phase": "pristine"},
+            {"id": "b", "image": "b.zarr", "minutes": 10, "phase": "charge"},
+        ],
+    }
+    (tmp_path / "raw.yaml").write_text(yaml.safe_dump(manifest))
+    out = tmp_path / "out"
+    settings = {
+        "register": RegisterSettings(shrink_factors=(1,), smoothing_sigmas_vox=(0.0,)),
+        "console": QUIET,
+    }
+    with pytest.raises(ConfigError, match=r"smaller than the margins roi\.margin_vox"):
+        prepare_series(
+            tmp_path / "raw.yaml", out, roi=RoiSettings(margin_vox=(12, 12, 12)), **settings
+        )
+    assert (out / "level.json").exists() and (out / "registration.json").exists()
+    prepared = prepare_series(
+        tmp_path / "raw.yaml", out, roi=RoiSettings(margin_vox=(1, 1, 1)), **settings
+    )
+    assert [s.id for s in prepared.scans] == ["a", "b"] and (out / "series.yaml").exists()
+    with pytest.raises(ConfigError, match="already holds other files or a preparation"):
+        prepare_series(
+            tmp_path / "raw.yaml", out, roi=RoiSettings(margin_vox=(2, 2, 2)), **settings
+        )
+
+
 TILT = (2.0, -1.5)
 # A tilted cell moved and rotated at random between scans (all but the last), changing over the
 # cycle (pits, deposits, swelling); its static inclusions are what registration uses. The top

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -110,6 +111,25 @@ class TiffFolderVolume(Volume):
         return out[0] if isinstance(depth, int) else out
 
 
+def _check_not_truncated(tif: tifffile.TiffFile, pages: Sequence[Any], source: str) -> None:
+    """A VolumeError when the file ends before the pixel data that its pages point at."""
+    end = max(
+        (
+            offset + count
+            for page in pages
+            if page is not None
+            for offset, count in zip(page.dataoffsets, page.databytecounts, strict=True)
+        ),
+        default=0,
+    )
+    size = tif.filehandle.size
+    if end > size:
+        raise VolumeError(
+            f"{source} is truncated: its pixel data reach byte {end:,} but the file holds "
+            f"{size:,} bytes; copy or export it again"
+        )
+
+
 def _slice_header(file: Path) -> tuple[tuple[int, ...], np.dtype | None]:
     """Shape and dtype of a 2D grayscale TIFF slice, from its header only."""
     try:
@@ -121,6 +141,9 @@ def _slice_header(file: Path) -> tuple[tuple[int, ...], np.dtype | None]:
                 page.samplesperpixel,
                 len(tif.pages),
             )
+            _check_not_truncated(tif, [page], f"TIFF slice {file}")
+    except VolumeError:
+        raise
     except Exception as exc:
         raise VolumeError(f"cannot read TIFF slice {file}: {exc}") from exc
     if samples != 1 or len(shape) != 2:
@@ -171,6 +194,7 @@ class TiffFileVolume(Volume):
                     f"shape {shape}); expected a 3D stack of 2D pages or a single 2D page"
                 )
             dtype = check_dtype(dtype, f"TIFF file {path}")
+            _check_complete(tif, series, path)
             self._data: np.ndarray | zarr.Array
             if series.dataoffset is not None:
                 self.access = "memmap"
@@ -205,6 +229,28 @@ class TiffFileVolume(Volume):
     def __reduce__(self) -> tuple[type[TiffFileVolume], tuple[Path]]:
         """Pickle by path (reopening the file), not by the open memmap or file handle."""
         return type(self), (self.path,)
+
+
+def _check_complete(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries, path: Path) -> None:
+    """A VolumeError for a truncated or damaged stack: pixel data beyond the end of the file,
+    or fewer pages readable than the file's own metadata describe."""
+    source = f"TIFF file {path}"
+    if series.dataoffset is not None:
+        size = tif.filehandle.size
+        if series.dataoffset + series.nbytes > size:
+            raise VolumeError(
+                f"{source} is truncated: its pixel data reach byte "
+                f"{series.dataoffset + series.nbytes:,} but the file holds {size:,} bytes; "
+                "copy or export it again"
+            )
+    else:
+        _check_not_truncated(tif, series.pages, source)
+    described = tif.shaped_metadata[0].get("shape") if tif.shaped_metadata else None
+    if described is not None and math.prod(described) != math.prod(series.shape):
+        raise VolumeError(
+            f"{source} is truncated or damaged: its metadata describe shape {tuple(described)} "
+            f"but only {tuple(series.shape)} can be read; copy or export it again"
+        )
 
 
 class ZarrVolume(Volume):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ from torch import nn
 
 import batteryct.config  # noqa: F401  (registers ${len:})
 from batteryct.errors import BatteryCTError
+from batteryct.greyvalues import GreyScale, GreyValues, legacy_scale
+from batteryct.io import Volume
 from batteryct.models.module import CHECKPOINT_KEY
 
 
@@ -30,11 +33,25 @@ class TrainedModel:
     patch_size: tuple[int, int]
     path: Path
     config: dict[str, Any]
+    grey_values: GreyValues | None = None
+    """How the training images' grey values were mapped to 0-1 (None: not recorded)."""
+
+    def grey_scale(self, image: Volume, where: str) -> GreyScale:
+        """The mapping of `image`'s grey values to the 0-1 this network was trained on."""
+        if self.grey_values is None:
+            return legacy_scale(image.dtype)
+        return self.grey_values.scale_for(image, where)
 
 
 def load_trained_model(path: str | Path) -> TrainedModel:
     """Rebuild the network of a batteryct checkpoint and load its weights (on the CPU)."""
     path = Path(path)
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.ckpt"))
+        raise CheckpointError(
+            f"checkpoint {path} is a folder; pass one checkpoint file in it as ckpt="
+            + (f" (it holds {', '.join(found)})" if found else " (it holds no .ckpt file)")
+        )
     if not path.is_file():
         raise CheckpointError(
             f"checkpoint {path} does not exist; pass ckpt=<run>/checkpoints/<file>.ckpt"
@@ -57,11 +74,31 @@ def load_trained_model(path: str | Path) -> TrainedModel:
     except RuntimeError as err:
         raise CheckpointError(f"{path}: weights do not fit its own network config: {err}") from err
     net.eval()
+    class_names = list(info["class_names"])
+    patch_size = (int(info["patch_size"][0]), int(info["patch_size"][1]))
+    with torch.no_grad():
+        outputs = net(torch.zeros(1, 1, *patch_size)).shape[1]
+    if outputs != len(class_names):
+        raise CheckpointError(
+            f"{path}: its network outputs {outputs} classes but the checkpoint names "
+            f"{len(class_names)} ({', '.join(class_names)}); use a checkpoint written by train.py"
+        )
+    if "grey_values" in info:
+        grey_values = GreyValues.from_dict(info["grey_values"])
+    else:
+        grey_values = None
+        warnings.warn(
+            f"{path} does not record how its training images' grey values were mapped to 0-1 "
+            "(written before batteryct kept it): integer scans are mapped by their type's range "
+            "and float scans taken as 0-1, unchecked; retrain to have the mapping checked",
+            stacklevel=2,
+        )
     return TrainedModel(
         net=net,
-        class_names=list(info["class_names"]),
+        class_names=class_names,
         orientation=str(info["orientation"]),
-        patch_size=(int(info["patch_size"][0]), int(info["patch_size"][1])),
+        patch_size=patch_size,
         path=path,
         config=config,
+        grey_values=grey_values,
     )

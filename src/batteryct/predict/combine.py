@@ -209,6 +209,7 @@ def _combine_scan(
         work / "labels.zarr", shape, chunks_for(shape, axis, settings.slab), "uint8"
     )
     engines: dict[tuple[int, str], SlidingWindowEngine] = {}
+    scales = [model.grey_scale(image, f"scan {scan.id!r} ({image.path})") for model in models]
 
     def work_on(unit: tuple[int, int, int], device: torch.device) -> int:
         index, start, stop = unit
@@ -219,7 +220,14 @@ def _combine_scan(
                 engines[key] = SlidingWindowEngine(model.net, model.patch_size, inference, device)
             probs.append(
                 predict_block(
-                    engines[key], image, axis, start, stop, settings.slices_per_batch, index
+                    engines[key],
+                    image,
+                    axis,
+                    start,
+                    stop,
+                    settings.slices_per_batch,
+                    index,
+                    scales[m],
                 )
             )
         positive = [p[1] for p in probs[:n_binary]]

@@ -47,14 +47,17 @@ class InferenceSettings:
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ConfigError(
-                f"precision is {self.precision!r}; expected one of {list(PRECISIONS)}"
+                f"inference.precision is {self.precision!r}; expected one of {list(PRECISIONS)}"
             )
         if self.blend not in BLENDS:
-            raise ConfigError(f"blend is {self.blend!r}; expected one of {list(BLENDS)}")
+            raise ConfigError(f"inference.blend is {self.blend!r}; expected one of {list(BLENDS)}")
         if not 0 <= self.overlap < 1:
-            raise ConfigError(f"overlap is {self.overlap}; expected a fraction in [0, 1)")
+            raise ConfigError(f"inference.overlap is {self.overlap}; expected a fraction in [0, 1)")
         if self.batch_size < 1 or self.mc_dropout_passes < 0:
-            raise ConfigError("batch_size must be >= 1 and mc_dropout_passes >= 0")
+            raise ConfigError(
+                f"inference.batch_size is {self.batch_size} and inference.mc_dropout_passes "
+                f"{self.mc_dropout_passes}; expected batch_size >= 1 and mc_dropout_passes >= 0"
+            )
 
 
 def check_window_fits(window: tuple[int, int], height: int, width: int, where: str) -> None:
@@ -62,8 +65,8 @@ def check_window_fits(window: tuple[int, int], height: int, width: int, where: s
     if height < window[0] or width < window[1]:
         raise ConfigError(
             f"{where}: slices of {height} × {width} pixels are smaller than the "
-            f"{window[0]} × {window[1]} window; pass a smaller window= or predict "
-            "along another axis"
+            f"{window[0]} × {window[1]} window; pass a smaller inference.window=[height,width] "
+            "or predict along other axes (settings.axes=[...])"
         )
 
 

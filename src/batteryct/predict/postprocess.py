@@ -96,23 +96,14 @@ def postprocess_scan(
     source = zarr.open_array(str(network_labels), mode="r")
     shape = tuple(source.shape)
     target = open_or_create(output, shape, tuple(source.chunks), "uint8")
+    check_postprocess(class_names, cell, settings)
     lookup = _network_lookup(class_names)
     if not settings.enabled:
         for start in range(0, shape[1], settings.slab_rows):
             block = source[:, start : start + settings.slab_rows, :]
             target[:, start : start + settings.slab_rows, :] = _naive_analysis(block, lookup)
         return {"enabled": False}
-    if cell.plating_side not in ("start", "end"):
-        raise ConfigError(
-            "post-processing splits classes by side and needs cell.plating_side ('start' or "
-            "'end') in the manifest; add it, or set postprocess.enabled=false"
-        )
-    electrode_id = lookup.get("electrode")
-    if electrode_id is None:
-        raise ConfigError(
-            f"post-processing needs an 'electrode' class; the model predicts {class_names}; "
-            "set postprocess.enabled=false for this model"
-        )
+    electrode_id = lookup["electrode"]
     maps = [np.full(shape[1:], np.nan) for _ in range(4)]
     for start in range(0, shape[1], settings.slab_rows):
         block = np.asarray(source[:, start : start + settings.slab_rows, :])
@@ -159,6 +150,23 @@ def postprocess_scan(
         "mean_gap_vox": float(np.mean(inner2 - inner1)),
         "small_components_removed_voxels": int(removed),
     }
+
+
+def check_postprocess(class_names: list[str], cell: Cell, settings: PostProcessSettings) -> None:
+    """A ConfigError when a model's classes or the manifest's cell cannot be post-processed."""
+    _network_lookup(class_names)
+    if not settings.enabled:
+        return
+    if cell.plating_side not in ("start", "end"):
+        raise ConfigError(
+            "post-processing splits classes by side and needs cell.plating_side ('start' or "
+            "'end') in the manifest; add it, or set postprocess.enabled=false"
+        )
+    if "electrode" not in class_names:
+        raise ConfigError(
+            f"post-processing needs an 'electrode' class; the model predicts {class_names}; "
+            "set postprocess.enabled=false for this model"
+        )
 
 
 def _network_lookup(class_names: list[str]) -> dict[str, int]:

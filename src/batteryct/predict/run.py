@@ -7,7 +7,9 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -36,14 +38,12 @@ from rich.text import Text
 from batteryct.classes import ANALYSIS_CLASSES
 from batteryct.data.slices import ORIENTATIONS
 from batteryct.errors import BatteryCTError, ConfigError
-from batteryct.io import Volume, export_tiff, open_volume
+from batteryct.io import export_tiff, open_volume
 from batteryct.outfolder import write_json_atomic
 from batteryct.predict.checkpoint import TrainedModel, load_trained_model
-from batteryct.predict.engine import (
-    InferenceSettings,
-    SlidingWindowEngine,
-    check_window_fits,
-)
+from batteryct.predict.engine import InferenceSettings, SlidingWindowEngine
+from batteryct.predict.folder import PredictionFolder
+from batteryct.predict.inputs import ScanInput, check_inputs
 from batteryct.predict.postprocess import PostProcessSettings, postprocess_scan
 from batteryct.predict.uncertainty import rank_slices
 from batteryct.predict.units import run_units
@@ -81,6 +81,11 @@ class PredictSettings:
     """Scan ids to segment; None: all."""
 
 
+PUBLISHING = "publishing.json"
+"""In a scan's work folder: its outputs are being moved into place (what post-processing found
+and who did which slabs); a job stopped meanwhile is followed by one that finishes the moves."""
+
+
 @dataclass
 class _Unit:
     scan_id: str
@@ -88,6 +93,11 @@ class _Unit:
     index: int
     start: int
     stop: int
+    voxels: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}_{self.index:05d}"
 
 
 def predict_series(
@@ -103,57 +113,159 @@ def predict_series(
 ) -> Series | None:
     """Segment the scans of `series` into `out`; return the predictions manifest (rank 0).
 
-    `out` remembers the checkpoint and settings it was made with: the same command continues or
-    skips finished scans; another model or other settings are refused unless `overwrite`.
+    Every scan is checked before the first is segmented. `out` remembers the checkpoint and
+    settings it was made with: the same command continues or skips finished scans; another model
+    or other settings are refused unless `overwrite`. Jobs with the same command share the
+    folder's slabs (see `batteryct.predict.folder`).
     """
     console = console or Console()
     model = load_trained_model(ckpt)
     source = load_series(series)
-    out = Path(out)
-    _check_writable(out)
-    _claim_folder(out, _fingerprint(ckpt, inference, settings, postprocess), overwrite, trainer)
     axes = _axes(settings.axes, model)
-    if trainer.is_global_zero:
-        console.print(
-            f"model trained on {model.orientation} slices: predicting along "
-            f"{' + '.join(axes)}" + (" (probabilities averaged)" if len(axes) > 1 else "")
-        )
     scans = _selected_scans(source, settings.scans)
-    summaries: dict[str, dict[str, Any]] = {}
-    for scan in scans:
-        done_file = out / "summary" / f"{scan.id}.json"
-        if done_file.exists():
-            summaries[scan.id] = json.loads(done_file.read_text())
-            if trainer.is_global_zero:
-                console.print(f"{scan.id}: already segmented, skipped")
-            continue
-        image = source.open_image(scan)
-        started = time.perf_counter()
-        try:
-            _segment(model, image, scan, out, axes, inference, settings, trainer, console)
-            if trainer.is_global_zero:
-                summaries[scan.id] = _finish_scan(
-                    source, scan, image, model, out, axes, settings, postprocess, started
-                )
-        except OSError as err:
-            if err.errno == errno.ENOSPC:
-                raise ConfigError(
-                    f"the disk holding {out} is full while segmenting {scan.id}; free space and "
-                    "run the same command again (finished chunks are kept)"
-                ) from err
-            raise
-        trainer.strategy.barrier("batteryct-scan")
+    out = Path(out)
+    folder = PredictionFolder(out)
+    inputs = check_inputs(source, scans, model, axes, inference, postprocess)
+    _check_writable(out)
+    running = None
+    if trainer.is_global_zero:
+        fingerprint = _fingerprint(ckpt, inference, settings, postprocess)
+        running = folder.claim(fingerprint, overwrite, console)
+    try:
+        job = _job_record(ckpt, series, settings, trainer)
+        folder.record_job(job)
+        if trainer.is_global_zero:
+            console.print(
+                f"model trained on {model.orientation} slices: predicting along "
+                f"{' + '.join(axes)}" + (" (probabilities averaged)" if len(axes) > 1 else "")
+            )
+        summaries = _segment_all(
+            source,
+            scans,
+            inputs,
+            folder,
+            model,
+            axes,
+            inference,
+            settings,
+            postprocess,
+            trainer,
+            console,
+            job["job"],
+        )
+    finally:
+        if running is not None:
+            running.release()
     if not trainer.is_global_zero:
         return None
 
     def write(scans: list[Scan], summaries: dict[str, dict[str, Any]]) -> Series:
         return _write_manifest(
-            source, scans, out, ckpt, model, inference, settings, postprocess, summaries
+            source, scans, folder, ckpt, model, inference, settings, postprocess, summaries
         )
 
-    manifest = _write_manifest_of_finished(source, out, write)
+    manifest = _write_manifest_of_finished(source, folder, write)
     _print_summary(summaries, console)
     return manifest
+
+
+def _segment_all(
+    source: Series,
+    scans: list[Scan],
+    inputs: dict[str, ScanInput],
+    folder: PredictionFolder,
+    model: TrainedModel,
+    axes: tuple[str, ...],
+    inference: InferenceSettings,
+    settings: PredictSettings,
+    postprocess: PostProcessSettings,
+    trainer: pl.Trainer,
+    console: Console,
+    job: str,
+) -> dict[str, dict[str, Any]]:
+    """Segment and publish each scan not finished yet; the summaries of all (rank 0)."""
+    summaries: dict[str, dict[str, Any]] = {}
+    for scan in scans:
+        started = time.perf_counter()
+        lock = folder.scan_lock(scan.id)
+        lock.acquire(shared=True)  # held while segmenting: nobody publishes the scan meanwhile
+        try:
+            trainer.strategy.barrier("batteryct-scan-lock")
+            state = trainer.strategy.broadcast(_scan_state(folder, scan.id))
+            if state == "segment":
+                _segment(
+                    model, inputs[scan.id], folder, axes, inference, settings, trainer, console, job
+                )
+        except OSError as err:
+            _raise_if_disk_full(err, folder.out, scan.id)
+            raise
+        finally:
+            lock.release()
+        if trainer.is_global_zero:
+            with lock:
+                if folder.finished(scan.id):
+                    summaries[scan.id] = json.loads(folder.summary(scan.id).read_text())
+                    console.print(
+                        f"{scan.id}: already segmented, skipped"
+                        if state == "finished"
+                        else f"{scan.id}: published by another job"
+                    )
+                else:
+                    try:
+                        summaries[scan.id] = _finish_scan(
+                            source,
+                            inputs[scan.id],
+                            model,
+                            folder,
+                            axes,
+                            settings,
+                            postprocess,
+                            started,
+                        )
+                    except OSError as err:
+                        _raise_if_disk_full(err, folder.out, scan.id)
+                        raise
+        trainer.strategy.barrier("batteryct-scan")
+    return summaries
+
+
+def _scan_state(folder: PredictionFolder, scan_id: str) -> str:
+    """What is left of a scan: nothing ("finished"), moving its outputs into place ("publish",
+    after a job stopped while publishing it) or its slabs ("segment")."""
+    if folder.finished(scan_id):
+        return "finished"
+    if (folder.work(scan_id) / PUBLISHING).exists():
+        return "publish"
+    return "segment"
+
+
+def _raise_if_disk_full(err: OSError, out: Path, scan_id: str) -> None:
+    if err.errno == errno.ENOSPC:
+        raise ConfigError(
+            f"the disk holding {out} is full while segmenting {scan_id}; free space and "
+            "run the same command again (finished chunks are kept)"
+        ) from err
+
+
+def _job_record(
+    ckpt: str | Path, series: str | Path, settings: PredictSettings, trainer: pl.Trainer
+) -> dict[str, Any]:
+    """What one job's process is: where it runs (DDP ranks are processes of one job) and what
+    it was asked for (its settings beyond the folder's shared ones)."""
+    now = time.time()
+    host = socket.gethostname()
+    return {
+        "job": f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}-{host}-{os.getpid()}",
+        "host": host,
+        "pid": os.getpid(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(now)),
+        "checkpoint": str(Path(ckpt).resolve()),
+        "series": str(Path(series).resolve()),
+        "scans": list(settings.scans) if settings.scans else None,
+        "rank": trainer.global_rank,
+        "processes": trainer.world_size,
+        "device": trainer.strategy.root_device.type,
+    }
 
 
 def _check_writable(out: Path) -> None:
@@ -178,33 +290,12 @@ def _fingerprint(
     return digest.hexdigest()[:16]
 
 
-def _claim_folder(out: Path, fingerprint: str, overwrite: bool, trainer: pl.Trainer) -> None:
-    """Mark `out` as made by this model and these settings, or refuse a folder made otherwise."""
-    mark = out / "prediction.json"
-    if trainer.is_global_zero:
-        previous = json.loads(mark.read_text()).get("fingerprint") if mark.exists() else None
-        if previous not in (None, fingerprint):
-            if not overwrite:
-                raise ConfigError(
-                    f"{out} holds predictions made with another checkpoint or other settings; "
-                    "choose another out= or pass overwrite=true to replace them"
-                )
-            for child in out.iterdir():
-                if child.is_dir():
-                    shutil.rmtree(child)
-                else:
-                    child.unlink()
-        if previous != fingerprint:
-            write_json_atomic(mark, {"fingerprint": fingerprint})
-    trainer.strategy.barrier("batteryct-claim")
-
-
 def _axes(requested: tuple[str, ...] | None, model: TrainedModel) -> tuple[str, ...]:
     trained = ORIENTATIONS.get(model.orientation, ("depth",))
     axes = tuple(requested) if requested else trained
     bad = [a for a in axes if a not in AXIS_INDEX]
     if bad or not axes:
-        raise ConfigError(f"axes {list(axes)}: expected names among {list(AXIS_INDEX)}")
+        raise ConfigError(f"settings.axes is {list(axes)}; expected names among {list(AXIS_INDEX)}")
     return axes
 
 
@@ -214,25 +305,27 @@ def _selected_scans(series: Series, wanted: tuple[str, ...] | None) -> list[Scan
     known = {s.id for s in series.scans}
     missing = [w for w in wanted if w not in known]
     if missing:
-        raise ConfigError(f"scans {missing} are not in {series.path}; its scans: {sorted(known)}")
+        raise ConfigError(
+            f"settings.scans {missing} are not in {series.path}; its scans: {sorted(known)}"
+        )
     return [s for s in series.scans if s.id in wanted]
 
 
 def _segment(
     model: TrainedModel,
-    image: Volume,
-    scan: Scan,
-    out: Path,
+    scan_input: ScanInput,
+    folder: PredictionFolder,
     axes: tuple[str, ...],
     inference: InferenceSettings,
     settings: PredictSettings,
     trainer: pl.Trainer,
     console: Console,
+    job: str,
 ) -> None:
-    """All prediction passes of one scan, resumable, spread over the trainer's processes."""
-    if image.ndim != 3:
-        raise ConfigError(f"scan {scan.id!r}: {image.path} is not a 3D volume")
-    work = out / ".work" / scan.id
+    """All prediction passes of one scan, resumable, spread over the trainer's processes and
+    shared with other jobs: a process does a slab only while it holds the slab's lock."""
+    scan, image = scan_input.scan, scan_input.image
+    work = folder.work(scan.id)
     record = CompletionRecord(work / "done")
     n_classes = len(model.class_names)
     shape = image.shape
@@ -243,12 +336,6 @@ def _segment(
         if key not in engines:
             engines[key] = SlidingWindowEngine(model.net, model.patch_size, inference, device)
         return engines[key]
-
-    for axis in axes:
-        position = AXIS_INDEX[axis]
-        others = [s for i, s in enumerate(shape) if i != position]
-        where = f"scan {scan.id!r} ({image.path}) along {axis}"
-        check_window_fits(tuple(inference.window or model.patch_size), others[0], others[1], where)
 
     final_axis = axes[0]
     specs: dict[str, tuple[tuple[int, ...], tuple[int, ...], str]] = {}
@@ -272,63 +359,83 @@ def _segment(
             arrays[name] = zarr.open_array(str(work / f"{name}.zarr"), mode="r+")
         return arrays[name]
 
-    def work_on(unit: _Unit, device: torch.device) -> int:
-        engine = engine_on(device)
-        key = block_key(
-            final_axis if unit.kind == "final" else unit.kind[5:], unit.start, unit.stop
-        )
-        if unit.kind.startswith("axis:"):
-            axis = unit.kind[5:]
-            probs = predict_block(
-                engine, image, axis, unit.start, unit.stop, settings.slices_per_batch, unit.index
+    def work_on(unit: _Unit, device: torch.device, wait: bool = False) -> int:
+        """Do the unit unless it is done or (`wait` False) another process holds it; the
+        voxels segmented."""
+        with record.claim(unit.name, wait) as mine:
+            if not mine:
+                return 0
+            engine = engine_on(device)
+            key = block_key(
+                final_axis if unit.kind == "final" else unit.kind[5:], unit.start, unit.stop
             )
-            array(f"scratch_{axis}")[(slice(None), *key)] = probs.astype(np.float16)
-        else:
-            if len(axes) == 1:
+            if unit.kind.startswith("axis:"):
+                axis = unit.kind[5:]
                 probs = predict_block(
                     engine,
                     image,
-                    final_axis,
+                    axis,
                     unit.start,
                     unit.stop,
                     settings.slices_per_batch,
                     unit.index,
+                    scan_input.scale,
                 )
+                array(f"scratch_{axis}")[(slice(None), *key)] = probs.astype(np.float16)
             else:
-                scratch = [array(f"scratch_{a}")[(slice(None), *key)] for a in axes]
-                probs = np.mean([p.astype(np.float32) for p in scratch], axis=0)
-            _write_outputs(probs, key, settings, array)
-        record.mark(f"{unit.kind}_{unit.index:05d}")
-        return int(np.prod(probs.shape[1:]))
+                if len(axes) == 1:
+                    probs = predict_block(
+                        engine,
+                        image,
+                        final_axis,
+                        unit.start,
+                        unit.stop,
+                        settings.slices_per_batch,
+                        unit.index,
+                        scan_input.scale,
+                    )
+                else:
+                    scratch = [array(f"scratch_{a}")[(slice(None), *key)] for a in axes]
+                    probs = np.mean([p.astype(np.float32) for p in scratch], axis=0)
+                _write_outputs(probs, key, settings, array)
+            record.mark(unit.name, by=job)
+            return unit.voxels
 
-    stages = [f"axis:{a}" for a in axes] if len(axes) > 1 else []
-    stages.append("final")
-    for kind in stages:
+    def pending(kind: str) -> list[_Unit]:
         axis = final_axis if kind == "final" else kind[5:]
-        units = [
-            _Unit(scan.id, kind, i, start, stop)
+        plane = int(np.prod(shape)) // shape[AXIS_INDEX[axis]]
+        return [
+            _Unit(scan.id, kind, i, start, stop, (stop - start) * plane)
             for i, (start, stop) in iter_pending(
                 record, kind, slabs(shape[AXIS_INDEX[axis]], settings.slab)
             )
         ]
+
+    stages = [f"axis:{a}" for a in axes] if len(axes) > 1 else []
+    stages.append("final")
+    for kind in stages:
+        units = pending(kind)
         if trainer.is_global_zero and units:
             console.print(f"{scan.id}: {kind} — {len(units)} slab(s) of {settings.slab} to do")
-        plane = int(np.prod(shape)) // shape[AXIS_INDEX[axis]]
         own = units[trainer.global_rank :: trainer.world_size]
-        total = sum((u.stop - u.start) * plane for u in own)
         with _progress(console, trainer.is_global_zero) as bar:
-            task = bar.add_task(f"{scan.id} {kind}", total=total)
-
+            task = bar.add_task(f"{scan.id} {kind}", total=sum(u.voxels for u in own))
             run_units(trainer, units, functools.partial(_tracked, work_on, bar, task))
-        left = list(iter_pending(record, kind, slabs(shape[AXIS_INDEX[axis]], settings.slab)))
+        for unit in pending(kind):  # held by other jobs: wait, or do them if those jobs died
+            work_on(unit, trainer.strategy.root_device, wait=True)
+        left = pending(kind)
         if left:
             raise RuntimeError(f"{scan.id}: {len(left)} slab(s) of stage {kind} were not done")
 
 
 def _tracked(work: Any, bar: Progress, task: TaskID, unit: _Unit, device: torch.device) -> int:
-    """Run one unit and advance the progress bar by the voxels it segmented."""
+    """Run one unit and advance the progress bar by the voxels it segmented (a unit another
+    job did leaves the bar's total)."""
     voxels = work(unit, device)
-    bar.advance(task, voxels)
+    if voxels:
+        bar.advance(task, voxels)
+    else:
+        bar.update(task, total=(bar.tasks[task].total or 0) - unit.voxels)
     return voxels
 
 
@@ -367,32 +474,43 @@ def _write_outputs(
 
 def _finish_scan(
     series: Series,
-    scan: Scan,
-    image: Volume,
+    scan_input: ScanInput,
     model: TrainedModel,
-    out: Path,
+    folder: PredictionFolder,
     axes: tuple[str, ...],
     settings: PredictSettings,
     postprocess: PostProcessSettings,
     started: float,
 ) -> dict[str, Any]:
-    """Post-process, publish atomically, export, record the scan as finished (rank 0)."""
-    work = out / ".work" / scan.id
-    report = postprocess_scan(
-        work / "labels_net.zarr", work / "labels.zarr", model.class_names, series.cell, postprocess
-    )
-    published = {"labels": work / "labels.zarr", "labels_net": work / "labels_net.zarr"}
-    if settings.outputs.probabilities:
-        published["probabilities"] = work / "probabilities.zarr"
-    if settings.outputs.entropy:
-        published["entropy"] = work / "entropy.zarr"
-        rank_slices(work / "entropy.zarr", out / "uncertainty" / f"{scan.id}_slices.csv", scan.id)
-    for name, source in published.items():
-        target = out / name / f"{scan.id}.zarr"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists():
-            shutil.rmtree(target)
-        source.rename(target)
+    """Post-process, publish by renaming, export, record the scan as finished (rank 0, holding
+    the scan's lock exclusively). Finishes a publication that a stopped job began."""
+    scan, image = scan_input.scan, scan_input.image
+    out, work = folder.out, folder.work(scan.id)
+    publishing = work / PUBLISHING
+    if not publishing.exists():
+        report = postprocess_scan(
+            work / "labels_net.zarr",
+            work / "labels.zarr",
+            model.class_names,
+            series.cell,
+            postprocess,
+        )
+        if settings.outputs.entropy:
+            ranking = out / "uncertainty" / f"{scan.id}_slices.csv"
+            rank_slices(work / "entropy.zarr", ranking, scan.id)
+        done_by = CompletionRecord(work / "done").done_by()
+        write_json_atomic(publishing, {"postprocess": report, "slabs_by_job": dict(done_by)})
+    record = json.loads(publishing.read_text())
+    names = ["labels", "labels_net"]
+    names += ["probabilities"] if settings.outputs.probabilities else []
+    names += ["entropy"] if settings.outputs.entropy else []
+    for name in names:
+        source, target = work / f"{name}.zarr", out / name / f"{scan.id}.zarr"
+        if source.exists():  # not moved yet
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists():
+                shutil.rmtree(target)
+            source.rename(target)
     if settings.export_tiffs:
         export_tiff(
             open_volume(out / "labels" / f"{scan.id}.zarr"),
@@ -407,42 +525,44 @@ def _finish_scan(
         "voxels": voxels,
         "voxels_per_s": voxels / seconds if seconds > 0 else None,
         "axes": list(axes),
-        "postprocess": report,
+        "grey_values": {
+            "dtype": image.dtype.name,
+            "mapped_to_0_1": [scan_input.scale.low, scan_input.scale.high],
+        },
+        "slabs_by_job": record["slabs_by_job"],
+        "postprocess": record["postprocess"],
     }
-    record = out / "summary" / f"{scan.id}.json"
-    record.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(record, summary)
+    folder.summary(scan.id).parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(folder.summary(scan.id), summary)
     shutil.rmtree(work, ignore_errors=True)
     return summary
 
 
-def _finished_scans(source: Series, out: Path) -> list[Scan]:
-    return [s for s in source.scans if (out / "summary" / f"{s.id}.json").exists()]
+def _finished_scans(source: Series, folder: PredictionFolder) -> list[Scan]:
+    return [s for s in source.scans if folder.finished(s.id)]
 
 
 def _write_manifest_of_finished(
     source: Series,
-    out: Path,
+    folder: PredictionFolder,
     write: Callable[[list[Scan], dict[str, dict[str, Any]]], Series],
 ) -> Series:
-    """Write (with `write`) the manifest of every finished scan in `out`. Jobs that each
+    """Write (with `write`) the manifest of every finished scan in the folder. Jobs that each
     segment some scans (a SLURM array, Hydra's submitit launcher) fill the same folder and may
     finish at once: a job that finds more finished scans after writing writes again, so the last
     manifest written lists them all (scans only ever become finished)."""
     while True:
-        finished = _finished_scans(source, out)
-        summaries = {
-            s.id: json.loads((out / "summary" / f"{s.id}.json").read_text()) for s in finished
-        }
+        finished = _finished_scans(source, folder)
+        summaries = {s.id: json.loads(folder.summary(s.id).read_text()) for s in finished}
         manifest = write(finished, summaries)
-        if [s.id for s in _finished_scans(source, out)] == [s.id for s in finished]:
+        if [s.id for s in _finished_scans(source, folder)] == [s.id for s in finished]:
             return manifest
 
 
 def _write_manifest(
     source: Series,
     scans: list[Scan],
-    out: Path,
+    folder: PredictionFolder,
     ckpt: str | Path,
     model: TrainedModel,
     inference: InferenceSettings,
@@ -450,7 +570,8 @@ def _write_manifest(
     postprocess: PostProcessSettings,
     summaries: dict[str, dict[str, Any]],
 ) -> Series:
-    """The predictions manifest: the input's scans with `labels_gt` = the 7-class predictions."""
+    """The predictions manifest: the input's scans with `labels_gt` = the 7-class predictions,
+    the settings every job shared, and each job's own record."""
     entries = []
     for scan in scans:
         entries.append(
@@ -461,22 +582,25 @@ def _write_manifest(
                 phase=scan.phase,
                 current_mA=scan.current_mA,
                 labels=None,
-                labels_gt=(out / "labels" / f"{scan.id}.zarr").resolve(),
+                labels_gt=(folder.out / "labels" / f"{scan.id}.zarr").resolve(),
             )
         )
     manifest = with_scans(source, entries)
     manifest.classes = dict(ANALYSIS_CLASSES)
     manifest.hand_label_values = None
+    shared = {k: v for k, v in asdict(settings).items() if k != "scans"}
     manifest.metadata["prediction"] = {
         "checkpoint": str(Path(ckpt).resolve()),
         "model_classes": model.class_names,
         "orientation": model.orientation,
+        "grey_values": model.grey_values.to_dict() if model.grey_values else None,
         "inference": asdict(inference),
-        "settings": {**asdict(settings), "outputs": asdict(settings.outputs)},
+        "settings": shared,
         "postprocess": asdict(postprocess),
+        "jobs": folder.jobs(),
         "scans": summaries,
     }
-    save_series(manifest, out / "series.yaml")
+    save_series(manifest, folder.out / "series.yaml")
     return manifest
 
 

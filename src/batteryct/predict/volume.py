@@ -3,13 +3,19 @@
 A pass runs the engine on the slices of one axis, slab by slab (a slab is `slab` slices thick and
 spans the other two axes, so it writes whole output chunks and no other slab touches them). Each
 finished slab leaves a completion record; a killed run, started again, redoes only the slabs
-without one. Nothing is published until every slab is done (see `batteryct.predict.run`).
+without one. A process works on a slab only while it holds the slab's lock, so processes of
+several jobs share the slabs of one scan. Nothing is published until every slab is done (see
+`batteryct.predict.run`).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import uuid
+from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +24,10 @@ import torch
 import zarr
 from zarr.codecs import ZstdCodec
 
-from batteryct.data.slices import to_unit_range
+from batteryct.errors import ConfigError
+from batteryct.greyvalues import GreyScale
 from batteryct.io import Volume
+from batteryct.locks import FileLock
 from batteryct.predict.engine import SlidingWindowEngine
 
 AXIS_INDEX = {"depth": 0, "rows": 1, "cols": 2}
@@ -35,7 +43,8 @@ class Outputs:
 
 
 class CompletionRecord:
-    """One empty file per finished unit of work, created atomically."""
+    """One file per finished unit of work (naming the job that did it), created atomically, and
+    one lock file per unit."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -47,10 +56,26 @@ class CompletionRecord:
     def done(self, name: str) -> bool:
         return self._path(name).exists()
 
-    def mark(self, name: str) -> None:
-        tmp = self.folder / f".{name}.{os.getpid()}.tmp"
-        tmp.touch()
+    def mark(self, name: str, by: str = "") -> None:
+        tmp = self.folder / f".{name}.{uuid.uuid4().hex}.tmp"
+        tmp.write_text(by)
         os.replace(tmp, self._path(name))
+
+    @contextmanager
+    def claim(self, name: str, wait: bool) -> Iterator[bool]:
+        """Hold the unit's lock for the block; yields whether this process is to do the unit:
+        False when it is done, or (`wait` False) when another process holds the lock. A process
+        that dies holding it loses it, and a waiting process then does the unit itself."""
+        lock = FileLock(self.folder / f"{name}.lock")
+        held = lock.acquire(wait=wait)
+        try:
+            yield held and not self.done(name)
+        finally:
+            lock.release()
+
+    def done_by(self) -> Counter[str]:
+        """How many units each job did."""
+        return Counter(path.read_text() for path in self.folder.glob("*.done"))
 
 
 def slabs(size: int, thickness: int) -> list[tuple[int, int]]:
@@ -68,20 +93,33 @@ def chunks_for(shape: tuple[int, int, int], axis: str, thickness: int) -> tuple[
 def open_or_create(
     path: Path, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: str
 ) -> zarr.Array:
-    """The zarr array at `path`, created (zstd-compressed) if absent; kept across resumes."""
-    if path.exists():
-        array = zarr.open_array(str(path), mode="r+")
-        if tuple(array.shape) == tuple(shape) and array.dtype == np.dtype(dtype):
-            return array
-    return zarr.create_array(
-        store=str(path),
-        shape=shape,
-        chunks=chunks,
-        dtype=dtype,
-        fill_value=0,
-        compressors=ZstdCodec(level=3),
-        overwrite=True,
-    )
+    """The zarr array at `path`, created (zstd-compressed) if absent; kept across resumes.
+
+    It is created under a name of its own and renamed into place, so processes that create it
+    at once all end up with the one array that was renamed first.
+    """
+    if not path.exists():
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        zarr.create_array(
+            store=str(tmp),
+            shape=shape,
+            chunks=chunks,
+            dtype=dtype,
+            fill_value=0,
+            compressors=ZstdCodec(level=3),
+        )
+        try:
+            tmp.rename(path)
+        except OSError:  # another process renamed its array into place first
+            shutil.rmtree(tmp)
+    array = zarr.open_array(str(path), mode="r+")
+    if tuple(array.shape) != tuple(shape) or array.dtype != np.dtype(dtype):
+        raise ConfigError(
+            f"{path} holds unfinished work of shape {tuple(array.shape)} ({array.dtype}), but "
+            f"{tuple(shape)} ({dtype}) is to be written: its input changed since; delete "
+            f"{path.parent} to start this scan afresh"
+        )
+    return array
 
 
 def block_key(axis: str, start: int, stop: int) -> tuple[slice, slice, slice]:
@@ -98,10 +136,13 @@ def predict_block(
     stop: int,
     slices_per_batch: int,
     seed: int,
+    scale: GreyScale,
 ) -> np.ndarray:
-    """Class probabilities (classes, *block) of the slices start..stop along `axis`."""
+    """Class probabilities (classes, *block) of the slices start..stop along `axis`, grey
+    values mapped to the model's 0-1 by `scale`."""
     position = AXIS_INDEX[axis]
-    block = to_unit_range(np.asarray(image[block_key(axis, start, stop)]))
+    where = f"{image.path}, slices {start}-{stop - 1} along {axis}"
+    block = scale.apply(np.asarray(image[block_key(axis, start, stop)]), where)
     stack = np.ascontiguousarray(np.moveaxis(block, position, 0))
     engine.check_fits(stack.shape[1], stack.shape[2], f"{image.path} along {axis}")
     torch.manual_seed(seed)  # Monte-Carlo dropout draws the same masks on a resumed run

@@ -11,7 +11,8 @@ labels/, labels_gt/  label volumes of the raw manifest, carried through (nearest
 quicklook/<id>.png   a cross-section before/after registration and differences to the reference
 ```
 Running again continues an interrupted run (finished steps and scans are skipped); a folder made
-with other settings is refused unless `overwrite`.
+with other settings is refused unless `overwrite`, or unless its run wrote no scan (it failed
+before: its level.json and registration.json are replaced).
 """
 
 from __future__ import annotations
@@ -120,8 +121,16 @@ def prepare_series(
         "output": _plain(asdict(output)),
     }
     fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    # level.json and registration.json alone are no finished work: a run with other settings
+    # that failed before writing a scan does not block this one
     state = claim_output_folder(
-        out, fingerprint, "prepare.json", PROGRESS_FILE, "a preparation", overwrite
+        out,
+        fingerprint,
+        "prepare.json",
+        PROGRESS_FILE,
+        "a preparation",
+        overwrite,
+        finished=lambda progress: bool(progress.get("written")),
     )
     if state is not None and not (out / PROGRESS_FILE).exists():
         write_json_atomic(out / PROGRESS_FILE, state)

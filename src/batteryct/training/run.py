@@ -18,6 +18,7 @@ from rich.table import Table
 import batteryct.config  # noqa: F401  (registers ${len:})
 from batteryct.data import PatchDataModule
 from batteryct.errors import ConfigError
+from batteryct.greyvalues import GreyValues
 from batteryct.models.callbacks import SaveResolvedConfig
 from batteryct.models.module import SegmentationModule
 from batteryct.models.weights import load_matching_weights
@@ -49,6 +50,7 @@ def train(cfg: DictConfig) -> float | None:
         "orientation": datamodule.orientation,
         "patch_size": list(datamodule.patch_size),
         "label_map": OmegaConf.to_container(cfg.data.label_map, resolve=True),
+        "grey_values": GreyValues.of_series(datamodule.series_path).to_dict(),
     }
     module.output_dir = run_dir
     if cfg.get("init_from"):
