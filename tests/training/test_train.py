@@ -83,6 +83,14 @@ def test_resume_from_last_checkpoint_continues_the_run(series: Path, tmp_path: P
     )
 
 
+def test_two_runs_with_the_same_seed_log_the_same_metrics(series: Path, tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        train(train_config(series, tmp_path / name, "trainer.max_epochs=1"))
+    assert (tmp_path / "a" / "csv" / "metrics.csv").read_text() == (
+        tmp_path / "b" / "csv" / "metrics.csv"
+    ).read_text()
+
+
 def test_start_from_a_checkpoint_with_another_number_of_classes(
     series: Path, tmp_path: Path, caplog
 ) -> None:

@@ -18,7 +18,7 @@ from rich.table import Table
 import batteryct.config  # noqa: F401  (registers ${len:})
 from batteryct.data import PatchDataModule
 from batteryct.errors import ConfigError
-from batteryct.models.callbacks import SaveResolvedConfig
+from batteryct.models.callbacks import SaveResolvedConfig, SeedEachBatch
 from batteryct.models.module import SegmentationModule
 from batteryct.models.weights import load_matching_weights
 from batteryct.synth import generate_series
@@ -40,6 +40,7 @@ def train(cfg: DictConfig) -> float | None:
     callbacks = [
         *_instantiate_all(cfg.get("callbacks")),
         SaveResolvedConfig(cfg, str(run_dir / "checkpoints")),
+        SeedEachBatch(cfg.seed),
     ]
     loggers = _instantiate_all(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
