@@ -21,7 +21,6 @@ SMALL_RUN = (
     "trainer.log_every_n_steps=1",
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
-    "callbacks.progress_bar=null",
     "callbacks.overlays.n_images=2",
 )
 

@@ -28,8 +28,51 @@ def series(small_series_dir: Path) -> Path:
 
 
 def test_fast_dev_run(series: Path, tmp_path: Path) -> None:
-    value = train(train_config(series, tmp_path, "+trainer.fast_dev_run=true"))
+    value = train(train_config(series, tmp_path, "trainer.fast_dev_run=true"))
     assert value is not None and 0.0 <= value <= 1.0
+
+
+@pytest.mark.parametrize("scheduler", ["cosine", "plateau"])
+def test_a_run_shorter_than_one_epoch_ends_normally(
+    series: Path, tmp_path: Path, scheduler: str
+) -> None:
+    cfg = train_config(
+        series,
+        tmp_path,
+        "trainer.max_steps=2",
+        f"model/scheduler@model.module.scheduler={scheduler}",
+    )
+    assert cfg.callbacks.early_stopping is not None
+    train(cfg)  # no validation ran: early stopping and the plateau schedule wait for one
+    assert (
+        torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
+    )
+
+
+def test_trainer_limits_batches_per_epoch(series: Path, tmp_path: Path) -> None:
+    train(
+        train_config(
+            series,
+            tmp_path,
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=2",
+            "trainer.limit_val_batches=1",
+        )
+    )
+    assert len(_epochs(tmp_path, "train/loss_step")) == 2
+    with (tmp_path / "val_confusion.csv").open() as handle:
+        scored = sum(int(v) for row in list(csv.reader(handle))[1:] for v in row[1:])
+    assert 0 < scored <= 8 * 32 * 32  # one validation batch of 8 patches
+
+
+def test_the_progress_bar_is_left_out_when_the_trainer_switches_it_off(
+    series: Path, tmp_path: Path
+) -> None:
+    cfg = train_config(series, tmp_path, "trainer.max_epochs=1")
+    assert not cfg.trainer.enable_progress_bar
+    assert cfg.callbacks.progress_bar._target_.endswith("RichProgressBar")
+    train(cfg)
+    assert (tmp_path / "checkpoints" / "last.ckpt").exists()
 
 
 def test_short_fit_improves_validation_iou_and_leaves_its_records(

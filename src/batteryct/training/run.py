@@ -9,7 +9,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from omegaconf import DictConfig, OmegaConf
 from rich import box
 from rich.console import Console
@@ -42,6 +42,8 @@ def train(cfg: DictConfig) -> float | None:
         SaveResolvedConfig(cfg, str(run_dir / "checkpoints")),
         SeedEachBatch(cfg.seed),
     ]
+    if not cfg.trainer.get("enable_progress_bar", True):
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     loggers = _instantiate_all(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     module.run_info = {
@@ -122,7 +124,10 @@ def _optimized_value(trainer: pl.Trainer, metric: str | None) -> float | None:
     ):
         return float(callback.best_model_score)
     value = trainer.callback_metrics.get(metric)
-    if value is None:
-        logged = sorted(trainer.callback_metrics)
-        raise ConfigError(f"optimized_metric {metric!r} was never logged; logged: {logged}")
-    return float(value)
+    if value is not None:
+        return float(value)
+    logged = sorted(trainer.callback_metrics)
+    if not any(name.startswith("val/") for name in logged):
+        log.warning("optimized_metric %r has no value: no validation ran in this run", metric)
+        return None
+    raise ConfigError(f"optimized_metric {metric!r} was never logged; logged: {logged}")
