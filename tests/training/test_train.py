@@ -5,16 +5,20 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from monai.networks.nets import UNet
 
+from batteryct.errors import ConfigError
 from batteryct.models import CHECKPOINT_KEY, CheckpointMismatchError, load_matching_weights
 from batteryct.training import train
-from tests.training.helpers import LAPTOP_EXPERIMENT, train_config
+from tests.training.helpers import LAPTOP_EXPERIMENT, ROOT, KilledError, train_config
 
 
 def _epochs(run_dir: Path, key: str) -> list[float]:
@@ -126,12 +130,105 @@ def test_resume_from_last_checkpoint_continues_the_run(series: Path, tmp_path: P
     )
 
 
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(series: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of a finished one-epoch run (read-only: copy it to change it)."""
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    train(train_config(series, run_dir, "trainer.max_epochs=1"))
+    return run_dir
+
+
 def test_two_runs_with_the_same_seed_log_the_same_metrics(series: Path, tmp_path: Path) -> None:
     for name in ("a", "b"):
         train(train_config(series, tmp_path / name, "trainer.max_epochs=1"))
     assert (tmp_path / "a" / "csv" / "metrics.csv").read_text() == (
         tmp_path / "b" / "csv" / "metrics.csv"
     ).read_text()
+
+
+def test_a_killed_and_resumed_run_ends_like_an_uninterrupted_one(
+    series: Path, tmp_path: Path
+) -> None:
+    whole = tmp_path / "whole"
+    train(train_config(series, whole))  # 2 epochs of 4 batches
+    killed = tmp_path / "killed"
+    kill = "+callbacks.kill={_target_:tests.training.helpers.KillAt,epoch:1,batch:2}"
+    with pytest.raises(KilledError):
+        train(train_config(series, killed, kill))
+    last = killed / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=False)["epoch"] == 0
+    train(train_config(series, killed, f"ckpt_path={last}"))
+    theirs, ours = _weights(whole), _weights(killed)
+    assert theirs.keys() == ours.keys()
+    for name, tensor in theirs.items():
+        torch.testing.assert_close(ours[name], tensor, msg=name)
+    # the metrics continue the first epoch's rows, without the rows of the killed epoch
+    assert (killed / "csv" / "metrics.csv").read_text() == (
+        whole / "csv" / "metrics.csv"
+    ).read_text()
+
+
+def test_resuming_a_finished_run_says_so_and_keeps_its_records(
+    series: Path, finished_run: Path, tmp_path: Path, caplog
+) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    before = _files(run_dir)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    with caplog.at_level(logging.INFO, logger="batteryct.training.run"):
+        train(train_config(series, run_dir, "trainer.max_epochs=1", f"ckpt_path={last}"))
+    assert "finished run" in caplog.text and "nothing left to train" in caplog.text
+    assert _files(run_dir) == before
+
+
+def test_a_resumed_run_continues_in_its_own_folder(tmp_path: Path) -> None:
+    """With ckpt_path=<run>/checkpoints/<name>.ckpt, run_dir is <run> (else Hydra's folder)."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        for ckpt, expected in (
+            (tmp_path / "old" / "checkpoints" / "last.ckpt", "old"),
+            (None, "new"),
+        ):
+            cfg = compose(
+                "train",
+                overrides=[f"ckpt_path={ckpt}" if ckpt else "ckpt_path=null"],
+                return_hydra_config=True,
+            )
+            cfg.hydra.runtime.output_dir = str(tmp_path / "new")
+            HydraConfig.instance().set_config(cfg)
+            assert cfg.run_dir == str(tmp_path / expected)
+
+
+@pytest.mark.parametrize("case", ["missing", "damaged", "other classes"])
+def test_a_bad_ckpt_path_gets_one_clear_message_and_writes_nothing(
+    series: Path, finished_run: Path, tmp_path: Path, case: str
+) -> None:
+    good = finished_run / "checkpoints" / "last.ckpt"
+    damaged = tmp_path / "damaged.ckpt"
+    damaged.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    ckpt, overrides, message = {
+        "missing": (tmp_path / "nope.ckpt", [], "does not exist"),
+        "damaged": (damaged, [], "is not a readable checkpoint"),
+        "other classes": (
+            good,
+            ["experiment=iter2/deposited_li", *LAPTOP_EXPERIMENT],
+            "trained for 5 classes",
+        ),
+    }[case]
+    run_dir = tmp_path / "run"
+    with pytest.raises(ConfigError, match=message) as raised:
+        train(train_config(series, run_dir, *overrides, f"ckpt_path={ckpt}"))
+    assert str(ckpt) in str(raised.value)
+    if case == "other classes":
+        assert f"init_from={ckpt}" in str(raised.value)
+    assert not run_dir.exists()
 
 
 def test_start_from_a_checkpoint_with_another_number_of_classes(

@@ -87,13 +87,16 @@ class ValidationOverlays(pl.Callback):
 
 
 class SaveResolvedConfig(pl.Callback):
-    """Write the run's resolved config as `config.yaml` next to its checkpoints."""
+    """Write the run's resolved config as `config.yaml` next to its checkpoints.
+
+    Written when training starts: resuming a finished run, which trains nothing, leaves it.
+    """
 
     def __init__(self, config: DictConfig | dict[str, Any], dirpath: str) -> None:
         self.config = config
         self.dirpath = Path(dirpath)
 
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
             self.dirpath.mkdir(parents=True, exist_ok=True)
             config = (
