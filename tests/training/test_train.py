@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import wandb
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
@@ -290,17 +291,29 @@ def test_resunet7_is_monais_unet_with_the_papers_arguments(series: Path, tmp_pat
         assert ours.eval()(torch.zeros(1, 1, 64, 64)).shape == (1, 5, 64, 64)
 
 
-def test_wandb_offline_run_writes_its_run_folder(series: Path, tmp_path: Path, monkeypatch) -> None:
+def test_each_run_of_a_sweep_is_its_own_wandb_run(
+    series: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """Hydra's multirun calls train() once per setting in one process, as here."""
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    train(
-        train_config(
-            series, tmp_path, "logger=wandb", "logger.wandb.offline=true", "trainer.max_epochs=1"
+    for seed in (1, 2):
+        cfg = train_config(
+            series,
+            tmp_path / str(seed),
+            "logger=wandb",
+            "logger.wandb.offline=true",
+            f"seed={seed}",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=1",
+            "trainer.limit_val_batches=1",
         )
-    )
-    runs = list((tmp_path / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1
-    assert any(runs[0].rglob("*.wandb"))
+        train(cfg)
+        assert wandb.run is None  # finished: the next run starts its own
+    runs = [list((tmp_path / str(seed) / "wandb").glob("offline-run-*")) for seed in (1, 2)]
+    assert [len(found) for found in runs] == [1, 1]
+    assert all(any(found[0].rglob("*.wandb")) for found in runs)
+    assert runs[0][0].name.split("-")[-1] != runs[1][0].name.split("-")[-1]
 
 
 @pytest.mark.parametrize(

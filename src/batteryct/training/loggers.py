@@ -1,11 +1,12 @@
-"""Loggers that know about resumed runs."""
+"""Loggers that know about resumed runs and about several runs in one process (sweeps)."""
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 
 from lightning.fabric.loggers.logger import rank_zero_experiment
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 
@@ -53,3 +54,11 @@ class _ContinuedWriter(ExperimentWriter):
 
     def _check_log_dir_exists(self) -> None:
         """Keep the existing metrics (Lightning's writer deletes them here)."""
+
+
+def finish_loggers(loggers: Sequence[Logger], failed: bool) -> None:
+    """End the W&B run of this training run, so that the next run of a sweep starts its own."""
+    if any(isinstance(logger, WandbLogger) for logger in loggers):
+        import wandb
+
+        wandb.finish(exit_code=1 if failed else 0)

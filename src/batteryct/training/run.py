@@ -22,7 +22,7 @@ from batteryct.models.callbacks import SaveResolvedConfig, SeedEachBatch
 from batteryct.models.module import SegmentationModule
 from batteryct.models.weights import load_matching_weights
 from batteryct.synth import generate_series
-from batteryct.training.loggers import ResumableCSVLogger
+from batteryct.training.loggers import ResumableCSVLogger, finish_loggers
 from batteryct.training.resume import ResumePoint, check_resume_checkpoint
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,13 @@ def train(cfg: DictConfig) -> float | None:
         "label_map": OmegaConf.to_container(cfg.data.label_map, resolve=True),
     }
     module.output_dir = run_dir
-    return _fit_and_test(cfg, trainer, module, datamodule, run_dir, resume)
+    try:
+        value = _fit_and_test(cfg, trainer, module, datamodule, run_dir, resume)
+    except BaseException:
+        finish_loggers(trainer.loggers, failed=True)
+        raise
+    finish_loggers(trainer.loggers, failed=False)
+    return value
 
 
 def _trainer(cfg: DictConfig, run_dir: Path, resume: ResumePoint | None) -> pl.Trainer:
