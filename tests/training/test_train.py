@@ -38,20 +38,23 @@ def test_fast_dev_run(series: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("scheduler", ["cosine", "plateau"])
-def test_a_run_shorter_than_one_epoch_ends_normally(
-    series: Path, tmp_path: Path, scheduler: str
+@pytest.mark.parametrize(
+    ("limits", "steps"),
+    [
+        (["trainer.max_steps=2"], 2),  # shorter than one epoch
+        (["trainer.max_epochs=1", "trainer.limit_val_batches=0"], 4),  # validation off
+    ],
+)
+def test_a_run_without_validation_ends_normally(
+    series: Path, tmp_path: Path, scheduler: str, limits: list[str], steps: int
 ) -> None:
     cfg = train_config(
-        series,
-        tmp_path,
-        "trainer.max_steps=2",
-        f"model/scheduler@model.module.scheduler={scheduler}",
+        series, tmp_path, *limits, f"model/scheduler@model.module.scheduler={scheduler}"
     )
     assert cfg.callbacks.early_stopping is not None
-    train(cfg)  # no validation ran: early stopping and the plateau schedule wait for one
-    assert (
-        torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
-    )
+    assert train(cfg) is None  # early stopping and the plateau schedule wait for validation
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["global_step"] == steps
 
 
 def test_trainer_limits_batches_per_epoch(series: Path, tmp_path: Path) -> None:
