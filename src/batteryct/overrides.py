@@ -56,7 +56,7 @@ def check_overrides(config_dir: Path, config_name: str, overrides: Sequence[str]
         for combination in itertools.product(*choices):
             try:
                 cfg = compose(config_name, overrides=list(combination))
-            except Exception:
+            except Exception:  # a bad group choice: Hydra names it when it composes
                 return
             for override in keys:
                 _check_key(cfg, override, config_name, root_groups)
@@ -150,7 +150,7 @@ def _target_parameters(node: DictConfig) -> set[str] | None:
         return set()
     try:
         signature = inspect.signature(get_object(str(node[TARGET])))
-    except Exception:
+    except Exception:  # not importable here: instantiation will say why
         return None
     parameters = signature.parameters.values()
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
