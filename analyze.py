@@ -3,15 +3,13 @@
 `python analyze.py [series=<manifest>] [out=<folder>] [overwrite=true]`
 """
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from batteryct.analysis import AnalysisSettings, MeshSettings, analyze_series
-from batteryct.cli import report_user_errors
+from batteryct.cli import entry_point
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="analyze")
-@report_user_errors
+@entry_point("analyze")
 def main(cfg: DictConfig) -> None:
     meshes = cfg.meshes
     settings = AnalysisSettings(

@@ -3,15 +3,13 @@
 `python evaluate.py predictions=<predictions series.yaml> truth=<series with labels_gt>`
 """
 
-import hydra
 from omegaconf import DictConfig
 
-from batteryct.cli import report_user_errors
+from batteryct.cli import entry_point
 from batteryct.evaluation import evaluate_and_report
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
-@report_user_errors
+@entry_point("evaluate")
 def main(cfg: DictConfig) -> None:
     evaluate_and_report(cfg.predictions, cfg.truth, cfg.out)
 

@@ -3,17 +3,15 @@
 `python predict.py ckpt=<checkpoint> series=<manifest> out=<folder> [trainer=ddp]`
 """
 
-import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from batteryct.cli import report_user_errors
+from batteryct.cli import entry_point
 from batteryct.errors import ConfigError
 from batteryct.predict import combine_series, export_onnx, predict_series
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="predict")
-@report_user_errors
+@entry_point("predict")
 def main(cfg: DictConfig) -> None:
     if cfg.onnx:
         print(f"wrote {export_onnx(cfg.ckpt, cfg.onnx)}")

@@ -3,16 +3,14 @@
 `python prepare.py series=<raw manifest> out=<folder>`
 """
 
-import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from batteryct.cli import report_user_errors
+from batteryct.cli import entry_point
 from batteryct.prepare import prepare_series
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="prepare")
-@report_user_errors
+@entry_point("prepare")
 def main(cfg: DictConfig) -> None:
     prepare_series(
         series=cfg.series,

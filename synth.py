@@ -3,16 +3,14 @@
 `python synth.py [out=...] [shape=[64,128,128]] [seed=3]`
 """
 
-import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from batteryct.cli import report_user_errors
+from batteryct.cli import entry_point
 from batteryct.synth import generate_series
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="synth")
-@report_user_errors
+@entry_point("synth")
 def main(cfg: DictConfig) -> None:
     generate_series(
         out=cfg.out,

@@ -3,15 +3,13 @@
 `python train.py [experiment=iter1_inplane] [trainer=ddp] [series=<manifest>] [key=value ...]`
 """
 
-import hydra
 from omegaconf import DictConfig
 
-from batteryct.cli import report_user_errors
+from batteryct.cli import entry_point
 from batteryct.training import train
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
-@report_user_errors
+@entry_point("train")
 def main(cfg: DictConfig) -> float | None:
     return train(cfg)
 

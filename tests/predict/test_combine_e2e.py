@@ -38,7 +38,7 @@ def test_binary_models_combine_into_labels_that_train_iteration_3(
             tmp_path / "iter3",
             "experiment=iter3_multiclass",
             *LAPTOP_EXPERIMENT,
-            "+trainer.fast_dev_run=true",
+            "trainer.fast_dev_run=true",
         )
     )
     assert value is not None

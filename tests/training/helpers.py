@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightning.pytorch as pl
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -21,7 +22,6 @@ SMALL_RUN = (
     "trainer.log_every_n_steps=1",
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
-    "callbacks.progress_bar=null",
     "callbacks.overlays.n_images=2",
 )
 
@@ -46,3 +46,24 @@ def train_config(series: Path, run_dir: Path, *overrides: str) -> DictConfig:
     """The train config as `train.py` composes it, with small settings and `overrides` last."""
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose("train", overrides=[*small_overrides(series, run_dir), *overrides])
+
+
+class KilledError(RuntimeError):
+    """What KillAt raises: the run stops as if its process had been killed."""
+
+
+class KillAt(pl.Callback):
+    """Stop a run with KilledError before training batch `batch` of epoch `epoch`.
+
+    Add it with `+callbacks.kill={_target_:tests.training.helpers.KillAt,epoch:1,batch:2}`.
+    """
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        self.epoch = epoch
+        self.batch = batch
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: object, batch_idx: int
+    ) -> None:
+        if (trainer.current_epoch, batch_idx) == (self.epoch, self.batch):
+            raise KilledError(f"killed before batch {batch_idx} of epoch {trainer.current_epoch}")

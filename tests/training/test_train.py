@@ -5,16 +5,21 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
+import wandb
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from monai.networks.nets import UNet
 
+from batteryct.errors import ConfigError
 from batteryct.models import CHECKPOINT_KEY, CheckpointMismatchError, load_matching_weights
 from batteryct.training import train
-from tests.training.helpers import LAPTOP_EXPERIMENT, train_config
+from tests.training.helpers import LAPTOP_EXPERIMENT, ROOT, KilledError, train_config
 
 
 def _epochs(run_dir: Path, key: str) -> list[float]:
@@ -28,8 +33,54 @@ def series(small_series_dir: Path) -> Path:
 
 
 def test_fast_dev_run(series: Path, tmp_path: Path) -> None:
-    value = train(train_config(series, tmp_path, "+trainer.fast_dev_run=true"))
+    value = train(train_config(series, tmp_path, "trainer.fast_dev_run=true"))
     assert value is not None and 0.0 <= value <= 1.0
+
+
+@pytest.mark.parametrize("scheduler", ["cosine", "plateau"])
+@pytest.mark.parametrize(
+    ("limits", "steps"),
+    [
+        (["trainer.max_steps=2"], 2),  # shorter than one epoch
+        (["trainer.max_epochs=1", "trainer.limit_val_batches=0"], 4),  # validation off
+    ],
+)
+def test_a_run_without_validation_ends_normally(
+    series: Path, tmp_path: Path, scheduler: str, limits: list[str], steps: int
+) -> None:
+    cfg = train_config(
+        series, tmp_path, *limits, f"model/scheduler@model.module.scheduler={scheduler}"
+    )
+    assert cfg.callbacks.early_stopping is not None
+    assert train(cfg) is None  # early stopping and the plateau schedule wait for validation
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["global_step"] == steps
+
+
+def test_trainer_limits_batches_per_epoch(series: Path, tmp_path: Path) -> None:
+    train(
+        train_config(
+            series,
+            tmp_path,
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=2",
+            "trainer.limit_val_batches=1",
+        )
+    )
+    assert len(_epochs(tmp_path, "train/loss_step")) == 2
+    with (tmp_path / "val_confusion.csv").open() as handle:
+        scored = sum(int(v) for row in list(csv.reader(handle))[1:] for v in row[1:])
+    assert 0 < scored <= 8 * 32 * 32  # one validation batch of 8 patches
+
+
+def test_the_progress_bar_is_left_out_when_the_trainer_switches_it_off(
+    series: Path, tmp_path: Path
+) -> None:
+    cfg = train_config(series, tmp_path, "trainer.max_epochs=1")
+    assert not cfg.trainer.enable_progress_bar
+    assert cfg.callbacks.progress_bar._target_.endswith("RichProgressBar")
+    train(cfg)
+    assert (tmp_path / "checkpoints" / "last.ckpt").exists()
 
 
 def test_short_fit_improves_validation_iou_and_leaves_its_records(
@@ -81,6 +132,107 @@ def test_resume_from_last_checkpoint_continues_the_run(series: Path, tmp_path: P
         and set(_epochs(second, "val/acc"))
         and min(_epochs(second, "epoch")) == 2
     )
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(series: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of a finished one-epoch run (read-only: copy it to change it)."""
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    train(train_config(series, run_dir, "trainer.max_epochs=1"))
+    return run_dir
+
+
+def test_two_runs_with_the_same_seed_log_the_same_metrics(series: Path, tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        train(train_config(series, tmp_path / name, "trainer.max_epochs=1"))
+    assert (tmp_path / "a" / "csv" / "metrics.csv").read_text() == (
+        tmp_path / "b" / "csv" / "metrics.csv"
+    ).read_text()
+
+
+def test_a_killed_and_resumed_run_ends_like_an_uninterrupted_one(
+    series: Path, tmp_path: Path
+) -> None:
+    whole = tmp_path / "whole"
+    train(train_config(series, whole))  # 2 epochs of 4 batches
+    killed = tmp_path / "killed"
+    kill = "+callbacks.kill={_target_:tests.training.helpers.KillAt,epoch:1,batch:2}"
+    with pytest.raises(KilledError):
+        train(train_config(series, killed, kill))
+    last = killed / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=False)["epoch"] == 0
+    train(train_config(series, killed, f"ckpt_path={last}"))
+    theirs, ours = _weights(whole), _weights(killed)
+    assert theirs.keys() == ours.keys()
+    for name, tensor in theirs.items():
+        torch.testing.assert_close(ours[name], tensor, msg=name)
+    # the metrics continue the first epoch's rows, without the rows of the killed epoch
+    assert (killed / "csv" / "metrics.csv").read_text() == (
+        whole / "csv" / "metrics.csv"
+    ).read_text()
+
+
+def test_resuming_a_finished_run_says_so_and_keeps_its_records(
+    series: Path, finished_run: Path, tmp_path: Path, caplog
+) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    before = _files(run_dir)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    with caplog.at_level(logging.INFO, logger="batteryct.training.run"):
+        train(train_config(series, run_dir, "trainer.max_epochs=1", f"ckpt_path={last}"))
+    assert "finished run" in caplog.text and "nothing left to train" in caplog.text
+    assert _files(run_dir) == before
+
+
+def test_a_resumed_run_continues_in_its_own_folder(tmp_path: Path) -> None:
+    """With ckpt_path=<run>/checkpoints/<name>.ckpt, run_dir is <run> (else Hydra's folder)."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        for ckpt, expected in (
+            (tmp_path / "old" / "checkpoints" / "last.ckpt", "old"),
+            (None, "new"),
+        ):
+            cfg = compose(
+                "train",
+                overrides=[f"ckpt_path={ckpt}" if ckpt else "ckpt_path=null"],
+                return_hydra_config=True,
+            )
+            cfg.hydra.runtime.output_dir = str(tmp_path / "new")
+            HydraConfig.instance().set_config(cfg)
+            assert cfg.run_dir == str(tmp_path / expected)
+
+
+@pytest.mark.parametrize("case", ["missing", "damaged", "other classes"])
+def test_a_bad_ckpt_path_gets_one_clear_message_and_writes_nothing(
+    series: Path, finished_run: Path, tmp_path: Path, case: str
+) -> None:
+    good = finished_run / "checkpoints" / "last.ckpt"
+    damaged = tmp_path / "damaged.ckpt"
+    damaged.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    ckpt, overrides, message = {
+        "missing": (tmp_path / "nope.ckpt", [], "does not exist"),
+        "damaged": (damaged, [], "is not a readable checkpoint"),
+        "other classes": (
+            good,
+            ["experiment=iter2/deposited_li", *LAPTOP_EXPERIMENT],
+            "trained for 5 classes",
+        ),
+    }[case]
+    run_dir = tmp_path / "run"
+    with pytest.raises(ConfigError, match=message) as raised:
+        train(train_config(series, run_dir, *overrides, f"ckpt_path={ckpt}"))
+    assert str(ckpt) in str(raised.value)
+    if case == "other classes":
+        assert f"init_from={ckpt}" in str(raised.value)
+    assert not run_dir.exists()
 
 
 def test_start_from_a_checkpoint_with_another_number_of_classes(
@@ -142,17 +294,29 @@ def test_resunet7_is_monais_unet_with_the_papers_arguments(series: Path, tmp_pat
         assert ours.eval()(torch.zeros(1, 1, 64, 64)).shape == (1, 5, 64, 64)
 
 
-def test_wandb_offline_run_writes_its_run_folder(series: Path, tmp_path: Path, monkeypatch) -> None:
+def test_each_run_of_a_sweep_is_its_own_wandb_run(
+    series: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """Hydra's multirun calls train() once per setting in one process, as here."""
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    train(
-        train_config(
-            series, tmp_path, "logger=wandb", "logger.wandb.offline=true", "trainer.max_epochs=1"
+    for seed in (1, 2):
+        cfg = train_config(
+            series,
+            tmp_path / str(seed),
+            "logger=wandb",
+            "logger.wandb.offline=true",
+            f"seed={seed}",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=1",
+            "trainer.limit_val_batches=1",
         )
-    )
-    runs = list((tmp_path / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1
-    assert any(runs[0].rglob("*.wandb"))
+        train(cfg)
+        assert wandb.run is None  # finished: the next run starts its own
+    runs = [list((tmp_path / str(seed) / "wandb").glob("offline-run-*")) for seed in (1, 2)]
+    assert [len(found) for found in runs] == [1, 1]
+    assert all(any(found[0].rglob("*.wandb")) for found in runs)
+    assert runs[0][0].name.split("-")[-1] != runs[1][0].name.split("-")[-1]
 
 
 @pytest.mark.parametrize(

@@ -59,21 +59,26 @@ def test_ddp_with_two_cpu_processes_syncs_metrics(small_series_dir: Path, tmp_pa
     assert (run_dir / "checkpoints" / "last.ckpt").exists()
 
 
-def test_multirun_trains_one_model_per_setting(small_series_dir: Path, tmp_path: Path) -> None:
+def test_multirun_trains_one_model_per_setting_each_its_own_wandb_run(
+    small_series_dir: Path, tmp_path: Path
+) -> None:
     sweep = tmp_path / "sweep"
     done = _train_py(
         "-m",
         f"series={small_series_dir / 'series.yaml'}",
         *SMALL_RUN,
         "trainer.max_epochs=1",
+        "logger=wandb",
         "seed=0,1",
         f"hydra.sweep.dir={sweep}",
         root=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "reuse" not in done.stdout + done.stderr
     for job in ("0", "1"):
         assert (sweep / job / "checkpoints" / "last.ckpt").exists()
         assert (sweep / job / "split.json").exists()
+        assert len(list((sweep / job / "wandb").glob("offline-run-*"))) == 1
 
 
 def test_optuna_sweep_returns_the_best_validation_iou(

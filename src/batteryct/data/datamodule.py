@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from batteryct.data.label_map import IGNORE_INDEX, LabelMap
 from batteryct.data.patches import PatchDataset
+from batteryct.data.sampler import EpochSampler
 from batteryct.data.slices import (
     LabelledSlice,
     SliceRef,
@@ -117,7 +118,6 @@ class PatchDataModule(pl.LightningDataModule):
             n_patches,
             self.min_labelled_fraction,
             transform=self.augment if training else None,
-            fixed=not training,
             seed=self.split_seed + {"train": 0, "val": 1, "test": 2}[name],
             class_balance=self.class_balance if training else 0.0,
         )
@@ -126,26 +126,27 @@ class PatchDataModule(pl.LightningDataModule):
         """Write the slice split of this run (JSON)."""
         save_split(self.split, path)
 
-    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+    def _loader(self, name: str) -> DataLoader:
         if name not in self.datasets:
             raise ConfigError(
                 f"this run has no {name} slices: data.split is {list(self.split_fractions)}"
                 + ("; give a third fraction for a test set" if name == "test" else "")
             )
+        dataset = self.datasets[name]
         return DataLoader(
-            self.datasets[name],
+            dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=EpochSampler(len(dataset)) if name == "train" else None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=False)
+        return self._loader("train")
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test")

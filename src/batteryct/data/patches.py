@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
+from monai.transforms import Compose, Randomizable
 from torch.utils.data import Dataset
 
 from batteryct.data.label_map import IGNORE_INDEX
@@ -21,11 +22,13 @@ class PatchDataset(Dataset):
     A patch is centred near a labelled pixel drawn at random (slices weighted by their labelled
     area; with probability `class_balance`, a pixel of a class drawn uniformly, so rare phases
     such as dendrites are seen as often as the electrodes) and kept once its labelled fraction
-    reaches `min_labelled_fraction` (else the best of a few tries). With `fixed=True` patch i is
-    the same in every epoch; otherwise each draw is fresh, from the DataLoader worker's seeded
-    generator. With `n_patches=None` (evaluation), the patches are instead the tiles of a grid
-    over every slice, and each labelled pixel is scored in exactly one tile (the overlap that
-    fits the last tile to the slice's edge is unlabelled in the later tile).
+    reaches `min_labelled_fraction` (else the best of a few tries). Patch `index` and its
+    augmentation are drawn from a generator seeded by (`seed`, `index`): the same index always
+    gives the same patch, in any process or DataLoader worker. Indices may exceed `len(self)`:
+    training reads fresh indices every epoch (EpochSampler). With `n_patches=None`
+    (evaluation), the patches are instead the tiles of a grid over every slice, and each
+    labelled pixel is scored in exactly one tile (the overlap that fits the last tile to the
+    slice's edge is unlabelled in the later tile).
     """
 
     def __init__(
@@ -34,8 +37,7 @@ class PatchDataset(Dataset):
         patch_size: tuple[int, int],
         n_patches: int | None,
         min_labelled_fraction: float = 0.05,
-        transform: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
-        fixed: bool = False,
+        transform: Compose | None = None,
         seed: int = 0,
         class_balance: float = 0.0,
     ) -> None:
@@ -56,7 +58,6 @@ class PatchDataset(Dataset):
         self.n_patches = len(self.tiles) if n_patches is None else int(n_patches)
         self.min_labelled_fraction = float(min_labelled_fraction)
         self.transform = transform
-        self.fixed = fixed
         self.seed = seed
         self._labelled = [np.flatnonzero(s.target.ravel() != IGNORE_INDEX) for s in self.slices]
         weights = np.array([idx.size for idx in self._labelled], float)
@@ -74,21 +75,15 @@ class PatchDataset(Dataset):
             where = [np.flatnonzero(s.target.ravel() == cid) for s in self.slices]
             counts = np.array([w.size for w in where], float)
             self._by_class[int(cid)] = (counts / counts.sum(), where)
-        self._rng: np.random.Generator | None = None
 
     def __len__(self) -> int:
         return self.n_patches
 
-    def _generator(self, index: int) -> np.random.Generator:
-        if self.fixed:
-            return np.random.default_rng([self.seed, index])
-        if self._rng is None:  # one per worker process, seeded by the DataLoader
-            self._rng = np.random.default_rng(torch.initial_seed() % 2**63)
-        return self._rng
-
     def place(self, index: int) -> tuple[int, int, int]:
         """(slice number, top row, left column) of patch `index`."""
-        rng = self._generator(index)
+        return self._place(np.random.default_rng([self.seed, index]))
+
+    def _place(self, rng: np.random.Generator) -> tuple[int, int, int]:
         ph, pw = self.patch_size
         best: tuple[float, tuple[int, int, int]] = (-1.0, (0, 0, 0))
         for _ in range(MAX_PLACEMENT_TRIES):
@@ -113,10 +108,11 @@ class PatchDataset(Dataset):
         return best[1]
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, index])
         if self.tiles:
             which, top, left, owned = self.tiles[index]
         else:
-            (which, top, left), owned = self.place(index), None
+            (which, top, left), owned = self._place(rng), None
         ph, pw = self.patch_size
         item = self.slices[which]
         image = torch.from_numpy(item.image[top : top + ph, left : left + pw].copy())[None]
@@ -127,10 +123,18 @@ class PatchDataset(Dataset):
             return {"image": image, "label": target}
         # Shift labels so that "unlabelled" is 0: MONAI pads and resamples labels with zeros.
         shifted = torch.where(target == IGNORE_INDEX, 0, target + 1)[None].float()
+        self._seed_transform(np.random.RandomState(rng.integers(2**32)))
         out = self.transform({"image": image, "label": shifted})
         label = torch.as_tensor(out["label"])[0].round().long() - 1
         label[label < 0] = IGNORE_INDEX
         return {"image": torch.as_tensor(out["image"]).float(), "label": label}
+
+    def _seed_transform(self, state: np.random.RandomState) -> None:
+        """Let every random transform draw from `state` (one generator, drawn in order)."""
+        assert self.transform is not None
+        for transform in self.transform.transforms:
+            if isinstance(transform, Randomizable):
+                transform.set_random_state(state=state)
 
 
 def _starts(size: int, patch: int) -> list[int]:

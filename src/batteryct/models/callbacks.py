@@ -1,7 +1,9 @@
-"""Callbacks of batteryct runs: validation overlays and the resolved config beside checkpoints."""
+"""Callbacks of batteryct runs: validation overlays, the resolved config beside checkpoints, and
+per-batch seeds."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
@@ -85,13 +87,16 @@ class ValidationOverlays(pl.Callback):
 
 
 class SaveResolvedConfig(pl.Callback):
-    """Write the run's resolved config as `config.yaml` next to its checkpoints."""
+    """Write the run's resolved config as `config.yaml` next to its checkpoints.
+
+    Written when training starts: resuming a finished run, which trains nothing, leaves it.
+    """
 
     def __init__(self, config: DictConfig | dict[str, Any], dirpath: str) -> None:
         self.config = config
         self.dirpath = Path(dirpath)
 
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
             self.dirpath.mkdir(parents=True, exist_ok=True)
             config = (
@@ -100,3 +105,24 @@ class SaveResolvedConfig(pl.Callback):
                 else OmegaConf.create(self.config)
             )
             OmegaConf.save(config, self.dirpath / "config.yaml", resolve=True)
+
+
+class SeedEachBatch(pl.Callback):
+    """Seed torch, NumPy and `random` from (seed, epoch, batch) before every training batch.
+
+    A batch's random draws (dropout) then depend on its place in the run alone, not on what
+    drew random numbers before it (DataLoader iterators, callbacks), so a resumed run trains
+    exactly as the uninterrupted run did.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        sequence = np.random.SeedSequence([self.seed, trainer.current_epoch, batch_idx])
+        batch_seed = int(sequence.generate_state(1)[0])
+        torch.manual_seed(batch_seed)
+        np.random.seed(batch_seed)
+        random.seed(batch_seed)

@@ -27,7 +27,7 @@ class SegmentationModule(pl.LightningModule):
     cross-entropy). `optimizer` and `scheduler` are factories (Hydra `_partial_`):
     optimizer(params) and scheduler(optimizer). The scheduler steps on `monitor`
     (ReduceLROnPlateau style), by default the mean foreground IoU, which a missed rare class
-    pulls down by its full share.
+    pulls down by its full share; without validation results it keeps its rate.
     """
 
     def __init__(
@@ -149,10 +149,10 @@ class SegmentationModule(pl.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor, "interval": "epoch"},
-        }
+        # strict=False: a plateau schedule steps on validation results only; a run without
+        # validation (trainer.limit_val_batches=0) keeps its rate, and Lightning warns.
+        config = {"scheduler": scheduler, "monitor": self.monitor, "interval": "epoch"}
+        return {"optimizer": optimizer, "lr_scheduler": {**config, "strict": False}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CHECKPOINT_KEY] = self.run_info
