@@ -91,7 +91,7 @@ def test_moved_li_follows_faraday_times_efficiency(small_series_dir: Path, truth
 def test_deposited_li_grows_in_charge_and_recedes_in_discharge(truths) -> None:
     deposited = [_count(t, "deposited_li") for t in truths]
     assert all(a < b for a, b in pairwise(deposited[:13]))
-    assert all(a > b for a, b in pairwise(deposited[12:]))
+    assert all(a > b or a == b == 0 for a, b in pairwise(deposited[12:]))  # until none is left
     assert deposited[0] == 0 and deposited[-1] < 0.05 * deposited[12]
     pits = [_count(t, "pit") for t in truths]
     assert all(a < b for a, b in pairwise(pits[:13]))

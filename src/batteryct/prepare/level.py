@@ -100,7 +100,14 @@ def suggest_tilt(volume: Volume | np.ndarray, settings: LevelSettings) -> TiltSu
     in_plane = max(sigma / stride, 0.5)
     gradient = np.gradient(ndimage.gaussian_filter(data, (sigma, in_plane, in_plane)), axis=0)
     profile = gradient.mean(axis=(1, 2))
-    profile[[0, -1]] = 0  # one-sided differences at the ends of the volume
+    half = 3.0
+    # An edge at the ends of the volume has its band cut off there, which pulls the slope
+    # towards zero: the interface is sought at least a band and a smoothing width inside.
+    margin = int(half + 2 * sigma) + 1
+    if depth <= 2 * margin:
+        raise ConfigError(f"volume of shape {volume.shape} is too thin to measure its tilt")
+    profile[:margin] = 0
+    profile[depth - margin :] = 0
     peak = int(np.argmax(np.abs(profile)))
     # The strongest interface, with the sign of its mean edge: light-to-dark and dark-to-light
     # edges of a thin layer are not mixed up.
@@ -111,7 +118,6 @@ def suggest_tilt(volume: Volume | np.ndarray, settings: LevelSettings) -> TiltSu
     )
     depths = np.arange(depth, dtype=np.float32)[:, None, None]
     centre = np.full(rr.shape, float(peak))
-    half = 3.0
     a = b = e = 0.0
     inliers = rms = 0.0
     # Locate the edge in each column by the centroid of its strength in a window around the
@@ -120,7 +126,8 @@ def suggest_tilt(volume: Volume | np.ndarray, settings: LevelSettings) -> TiltSu
         window = np.where(np.abs(depths - centre[None]) <= half, strength, 0)
         weight = window.sum(axis=0)
         positions = (window * depths).sum(axis=0) / np.maximum(weight, 1e-12)
-        valid = (weight > 0).ravel()
+        inside = (centre - half >= 0) & (centre + half <= depth - 1)
+        valid = ((weight > 0) & inside).ravel()
         if valid.sum() < 3:
             raise ConfigError("no electrode interface found to measure the tilt on")
         a, b, e, inliers, rms = _robust_plane(

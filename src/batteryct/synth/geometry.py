@@ -85,7 +85,9 @@ class CellGeometry:
     dendrite_stalk_um: float = 30.0
     """Height of the stalk; the head widens above it (at most 60 % of a dendrite's height)."""
     dendrite_height_um: float = 80.0
-    """Tallest dendrite; heights are uniform between half of it and all of it."""
+    """Tallest dendrite; heights are uniform between half of it and all of it, and a tip stays
+    within 45 % of the charged gap (electrolyte + swelling): dendrites belong to the plating side
+    of the mid-plane."""
     dead_fraction: float = 0.38
     """Share of dendrites whose base dissolves first during discharge, leaving them detached."""
     pit_sites: int = 72
@@ -329,8 +331,9 @@ class SyntheticCell:
     def _build_dendrites(self) -> None:
         rng = self._stream("dendrites")
         g, lay = self.geometry, self.layout
-        tallest = self._vox(g.dendrite_height_um)
         radius0 = max(self._vox(g.dendrite_radius_um), 0.8)
+        reach = 0.45 * self._vox(g.electrolyte_um + g.swelling_um) - radius0 / 2
+        tallest = min(self._vox(g.dendrite_height_um), reach)
         root = min(max(self._vox(g.dendrite_root_radius_um), 0.8), radius0)
         stalk = self._vox(g.dendrite_stalk_um)
         potential = np.full(self.shape, np.inf, np.float32)
