@@ -16,7 +16,7 @@ from batteryct.classes import ANALYSIS_CLASSES
 from batteryct.errors import ConfigError
 from batteryct.evaluation import otsu_best_mapping
 from batteryct.series import load_series
-from batteryct.synth import CycleProtocol, generate_series
+from batteryct.synth import CycleProtocol, HandLabelSettings, generate_series
 from tests.conftest import SMALL_SHAPE, SMALL_VOXEL_UM, small_series_kwargs
 
 ID = {name: cid for cid, name in ANALYSIS_CLASSES.items()}
@@ -133,7 +133,7 @@ def test_dead_li_remains_detached_after_the_cycle(truths) -> None:
 
 def test_hand_labels_are_sparse_partial_and_correct(series, truths) -> None:
     labelled = [(i, s) for i, s in enumerate(series.scans) if s.labels is not None]
-    assert [i for i, _ in labelled] == [0, 6, 12, 18, 24]
+    assert [i for i, _ in labelled] == list(HandLabelSettings().scans)
     assert series.hand_label_values == {cid + 1: name for cid, name in ANALYSIS_CLASSES.items()}
     painted_classes: set[int] = set()
     for index, scan in labelled:

@@ -61,7 +61,7 @@ class CellGeometry:
     roughness_length_um: float = 30.0
     swelling_um: float = 28.5
     """Growth of the inter-electrode gap during charge (the plating block moves away)."""
-    deposited_solid_fraction: float = 0.243
+    deposited_solid_fraction: float = 0.236
     """Li volume fraction of the deposited layer at the end of charge (the rest: pores)."""
     deposit_densification: float = 1.5
     """How much faster the deposit's visible volume grows early: its visible volume follows
@@ -74,17 +74,17 @@ class CellGeometry:
     pore_um: float = 1.2
     """Correlation length of the pores of porous Li, below the voxel size: CT sees their partial
     volume."""
-    dendrite_sites: int = 84
+    dendrite_sites: int = 60
     dendrite_share: float = 0.45
     """Share of the Li plated during charge that grows as dendrites (at most their full size;
     the rest: deposited layer)."""
-    dendrite_radius_um: float = 13.0
+    dendrite_radius_um: float = 15.0
     """Widest radius of a dendrite's head; its tip is half as wide."""
     dendrite_root_radius_um: float = 4.5
     """Radius of a dendrite's stalk, from the electrode through the deposit."""
     dendrite_stalk_um: float = 30.0
     """Height of the stalk; the head widens above it (at most 60 % of a dendrite's height)."""
-    dendrite_height_um: float = 80.0
+    dendrite_height_um: float = 85.0
     """Tallest dendrite; heights are uniform between half of it and all of it, and a tip stays
     within 45 % of the charged gap (electrolyte + swelling): dendrites belong to the plating side
     of the mid-plane."""

@@ -20,7 +20,7 @@ from batteryct.classes import UNLABELLED
 class HandLabelSettings:
     """Which slices get painted and how thoroughly."""
 
-    scans: tuple[int, ...] = (0, 6, 12, 18, 24)
+    scans: tuple[int, ...] = (0, 4, 8, 12, 16, 20, 24)
     """Indices (in time order) of the scans that get hand labels."""
     in_plane_per_scan: int = 3
     cross_sections_per_scan: int = 4
