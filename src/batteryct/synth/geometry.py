@@ -84,7 +84,7 @@ class CellGeometry:
     """Radius of a dendrite's stalk, from the electrode through the deposit."""
     dendrite_stalk_um: float = 30.0
     """Height of the stalk; the head widens above it (at most 60 % of a dendrite's height)."""
-    dendrite_height_um: float = 85.0
+    dendrite_height_um: float = 68.0
     """Tallest dendrite; heights are uniform between half of it and all of it, and a tip stays
     within 45 % of the charged gap (electrolyte + swelling): dendrites belong to the plating side
     of the mid-plane."""
