@@ -28,8 +28,8 @@ fi
 export PYTHONPATH="$PWD/src:$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
 python=${PYTHON:-python3}
 if [ "${1:-}" = "--tiny" ]; then
-    pipeline=(--device cpu --shape 32 48 160 --axis rows --window 32 --net resunet7)
-    engine=(--device cpu --window 32 --slices 2 --repeats 1)
+    pipeline=(--device cpu --shape 64 8 192 --axis rows --window 64 --net resunet7 --slab 4)
+    engine=(--device cpu --window 64 --slices 2 --repeats 1)
     limit=300
 else
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
