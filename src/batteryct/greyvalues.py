@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from batteryct.errors import ConfigError
 from batteryct.io import Volume
@@ -54,6 +55,17 @@ class GreyScale:
 
     def apply(self, block: np.ndarray, where: str) -> np.ndarray:
         """`block` on the model's 0-1 scale (float32); a ConfigError for values out of range."""
+        self.check(block, where)
+        return (block.astype(np.float32) - np.float32(self.low)) / np.float32(self.high - self.low)
+
+    def apply_tensor(self, block: torch.Tensor) -> torch.Tensor:
+        """A checked block, on its device, on the model's 0-1 scale: float32 arithmetic as
+        `apply`'s, so both give the same values."""
+        low, span = np.float32(self.low), np.float32(self.high - self.low)
+        return block.to(torch.float32).sub_(float(low)).div_(float(span))
+
+    def check(self, block: np.ndarray, where: str) -> None:
+        """A ConfigError when `block` holds grey values outside a bounded scale."""
         if self.bounded and block.size:
             lowest, highest = float(block.min()), float(block.max())
             if lowest < self.low or highest > self.high:
@@ -61,7 +73,6 @@ class GreyScale:
                     f"{where}: grey values {lowest:g} to {highest:g} lie outside "
                     f"{self.low:g}-{self.high:g}, {self.described}"
                 )
-        return (block.astype(np.float32) - np.float32(self.low)) / np.float32(self.high - self.low)
 
 
 def legacy_scale(dtype: np.dtype) -> GreyScale:

@@ -13,15 +13,20 @@
    removed (to background). Slabs of `slab_rows` rows are labelled with a halo of
    `min_component_voxels - 1` rows on each side, so memory stays bounded and the decision is
    still exact for the whole volume: a component that reaches the halo's edge spans more rows
-   than a small component can.
+   than a small component can. Slabs are post-processed in threads (scipy's labelling and
+   numpy release the GIL) and written in order, so the labels are those of a serial pass.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import zarr
@@ -34,6 +39,10 @@ from batteryct.series import Cell
 
 log = logging.getLogger(__name__)
 NETWORK_NAMES = ("background", "dendrite", "pit", "deposited_li", "electrode")
+MAX_WORKERS = 8
+T = TypeVar("T")
+SlabResult = tuple[int, int, np.ndarray, int]
+"""A post-processed slab: first and end row, its analysis labels, small-component voxels."""
 
 
 @dataclass(frozen=True)
@@ -105,10 +114,14 @@ def postprocess_scan(
         return {"enabled": False}
     electrode_id = lookup["electrode"]
     maps = [np.full(shape[1:], np.nan) for _ in range(4)]
-    for start in range(0, shape[1], settings.slab_rows):
+
+    def interfaces(start: int) -> tuple[int, tuple[np.ndarray, ...]]:
         block = np.asarray(source[:, start : start + settings.slab_rows, :])
-        for m, found in zip(maps, find_interfaces(block == electrode_id), strict=True):
-            m[start : start + block.shape[1]] = found
+        return start, find_interfaces(block == electrode_id)
+
+    for start, found_maps in _in_order(interfaces, range(0, shape[1], settings.slab_rows)):
+        for m, found in zip(maps, found_maps, strict=True):
+            m[start : start + found.shape[0]] = found
     found = not np.isnan(maps[1]).all()
     if found:
         smoothed = [_fill_and_smooth(m, settings.smooth_columns) for m in maps]
@@ -120,9 +133,9 @@ def postprocess_scan(
     middle = (inner1 + inner2) / 2
     plating_at_end = cell.plating_side == "end"
     margin = settings.band_margin_um / cell.voxel_size_um
-    removed = 0
     halo = max(settings.min_component_voxels - 1, 0)
-    for start in range(0, shape[1], settings.slab_rows):
+
+    def slab(start: int) -> SlabResult:
         stop = min(start + settings.slab_rows, shape[1])
         low, high = max(start - halo, 0), min(stop + halo, shape[1])
         rows = slice(low, high)
@@ -140,8 +153,12 @@ def postprocess_scan(
         )
         out[small] = 0
         core = slice(start - low, stop - low)
-        removed += int(small[:, core].sum())
-        target[:, start:stop, :] = out[:, core]
+        return start, stop, out[:, core], int(small[:, core].sum())
+
+    removed = 0
+    for start, stop, out, count in _in_order(slab, range(0, shape[1], settings.slab_rows)):
+        target[:, start:stop, :] = out
+        removed += count
     return {
         "enabled": True,
         "plating_side": cell.plating_side,
@@ -229,16 +246,37 @@ def _small_components(
         return small
     structure = np.ones((3, 3, 3), bool)
     edges = [index for index, is_open in zip((0, -1), open_ends, strict=True) if is_open]
-    for cid in np.unique(block):
-        if cid == 0:
-            continue
-        components, n = ndimage.label(block == cid, structure=structure)
-        if n == 0:
-            continue
-        sizes = np.bincount(components.ravel())
-        candidates = np.flatnonzero(sizes < min_voxels)
-        continuing = np.unique(np.concatenate([components[:, e, :].ravel() for e in edges] + [[0]]))
-        candidates = np.setdiff1d(candidates, continuing)
-        if candidates.size:
-            small |= np.isin(components, candidates)
+    present = np.flatnonzero(np.bincount(block.ravel(), minlength=1))
+    for cid in present[present > 0]:
+        components, _ = ndimage.label(block == cid, structure=structure)
+        drop = np.bincount(components.ravel()) < min_voxels  # by component number
+        drop[0] = False
+        for edge in edges:
+            drop[components[:, edge, :]] = False
+        if drop.any():
+            small |= drop[components]
     return small
+
+
+def workers() -> int:
+    """Threads for post-processing slabs: the CPUs this process may use, at most 8."""
+    return max(1, min(MAX_WORKERS, len(os.sched_getaffinity(0))))
+
+
+def _in_order(
+    work: Callable[[int], T], starts: Iterable[int], threads: int | None = None
+) -> Iterator[T]:
+    """`work` of each start, run in `threads` threads (default `workers()`), yielded in order;
+    at most twice as many slabs as threads are in flight, so memory stays bounded."""
+    threads = threads or workers()
+    if threads == 1:
+        yield from map(work, starts)
+        return
+    with ThreadPoolExecutor(threads, thread_name_prefix="batteryct-post") as pool:
+        flight: deque[Future[T]] = deque()
+        for start in starts:
+            flight.append(pool.submit(work, start))
+            if len(flight) >= 2 * threads:
+                yield flight.popleft().result()
+        while flight:
+            yield flight.popleft().result()

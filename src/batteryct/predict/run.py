@@ -44,6 +44,7 @@ from batteryct.predict.checkpoint import TrainedModel, load_trained_model
 from batteryct.predict.engine import InferenceSettings, SlidingWindowEngine
 from batteryct.predict.folder import PredictionFolder
 from batteryct.predict.inputs import ScanInput, check_inputs
+from batteryct.predict.overlap import BackgroundWriter, ReadAhead
 from batteryct.predict.postprocess import PostProcessSettings, postprocess_scan
 from batteryct.predict.uncertainty import rank_slices
 from batteryct.predict.units import run_units
@@ -57,6 +58,7 @@ from batteryct.predict.volume import (
     iter_pending,
     open_or_create,
     predict_block,
+    segment_block,
     slabs,
 )
 from batteryct.series import Scan, Series, load_series, save_series, with_scans
@@ -361,14 +363,31 @@ def _segment(
 
     def work_on(unit: _Unit, device: torch.device, wait: bool = False) -> int:
         """Do the unit unless it is done or (`wait` False) another process holds it; the
-        voxels segmented."""
-        with record.claim(unit.name, wait) as mine:
-            if not mine:
-                return 0
+        voxels segmented. A single-axis unit's outputs are written in the background while the
+        next unit runs; the unit is recorded as done, and its lock released, once they are."""
+        lock = record.acquire(unit.name, wait)
+        if lock is None:
+            return 0
+        try:
             engine = engine_on(device)
             key = block_key(
                 final_axis if unit.kind == "final" else unit.kind[5:], unit.start, unit.stop
             )
+            if unit.kind == "final" and len(axes) == 1:
+                where = f"{image.path}, slices {unit.start}-{unit.stop - 1} along {final_axis}"
+                blocks = segment_block(
+                    engine,
+                    reader.get(unit),
+                    final_axis,
+                    settings.slices_per_batch,
+                    unit.index,
+                    scan_input.scale,
+                    settings.outputs,
+                    where,
+                )
+                writes = [(array(n), _full_key(n, key), b) for n, b in blocks.items()]
+                writer.submit(writes, unit, lock)
+                return unit.voxels
             if unit.kind.startswith("axis:"):
                 axis = unit.kind[5:]
                 probs = predict_block(
@@ -383,23 +402,15 @@ def _segment(
                 )
                 array(f"scratch_{axis}")[(slice(None), *key)] = probs.astype(np.float16)
             else:
-                if len(axes) == 1:
-                    probs = predict_block(
-                        engine,
-                        image,
-                        final_axis,
-                        unit.start,
-                        unit.stop,
-                        settings.slices_per_batch,
-                        unit.index,
-                        scan_input.scale,
-                    )
-                else:
-                    scratch = [array(f"scratch_{a}")[(slice(None), *key)] for a in axes]
-                    probs = np.mean([p.astype(np.float32) for p in scratch], axis=0)
+                scratch = [array(f"scratch_{a}")[(slice(None), *key)] for a in axes]
+                probs = np.mean([p.astype(np.float32) for p in scratch], axis=0)
                 _write_outputs(probs, key, settings, array)
             record.mark(unit.name, by=job)
-            return unit.voxels
+        except BaseException:
+            lock.release()
+            raise
+        lock.release()
+        return unit.voxels
 
     def pending(kind: str) -> list[_Unit]:
         axis = final_axis if kind == "final" else kind[5:]
@@ -418,14 +429,24 @@ def _segment(
         if trainer.is_global_zero and units:
             console.print(f"{scan.id}: {kind} — {len(units)} slab(s) of {settings.slab} to do")
         own = units[trainer.global_rank :: trainer.world_size]
-        with _progress(console, trainer.is_global_zero) as bar:
+        with (
+            _progress(console, trainer.is_global_zero) as bar,
+            ReadAhead(image, final_axis, scan_input.scale, own) as reader,
+            BackgroundWriter(record, job) as writer,
+        ):
             task = bar.add_task(f"{scan.id} {kind}", total=sum(u.voxels for u in own))
             run_units(trainer, units, functools.partial(_tracked, work_on, bar, task))
-        for unit in pending(kind):  # held by other jobs: wait, or do them if those jobs died
-            work_on(unit, trainer.strategy.root_device, wait=True)
+            writer.wait()
+            for unit in pending(kind):  # held by other jobs: wait, or do them if those jobs died
+                work_on(unit, trainer.strategy.root_device, wait=True)
         left = pending(kind)
         if left:
             raise RuntimeError(f"{scan.id}: {len(left)} slab(s) of stage {kind} were not done")
+
+
+def _full_key(name: str, key: tuple[slice, slice, slice]) -> tuple[slice, ...]:
+    """The selection of a block in an output array (probabilities: every class)."""
+    return (slice(None), *key) if name == "probabilities" else key
 
 
 def _tracked(work: Any, bar: Progress, task: TaskID, unit: _Unit, device: torch.device) -> int:

@@ -15,7 +15,6 @@ import shutil
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from batteryct.greyvalues import GreyScale
 from batteryct.io import Volume
 from batteryct.locks import FileLock
 from batteryct.predict.engine import SlidingWindowEngine
+from batteryct.predict.engine import entropy_uint8 as engine_entropy
 
 AXIS_INDEX = {"depth": 0, "rows": 1, "cols": 2}
 CHUNK_EDGE = 256
@@ -61,17 +61,16 @@ class CompletionRecord:
         tmp.write_text(by)
         os.replace(tmp, self._path(name))
 
-    @contextmanager
-    def claim(self, name: str, wait: bool) -> Iterator[bool]:
-        """Hold the unit's lock for the block; yields whether this process is to do the unit:
-        False when it is done, or (`wait` False) when another process holds the lock. A process
-        that dies holding it loses it, and a waiting process then does the unit itself."""
+    def acquire(self, name: str, wait: bool) -> FileLock | None:
+        """The unit's lock, held, when this process is to do the unit; None when it is done or
+        (`wait` False) another process holds the lock. The caller releases the lock once the
+        unit is marked done or given up; a process that dies holding it loses it, and a waiting
+        process then does the unit itself."""
         lock = FileLock(self.folder / f"{name}.lock")
-        held = lock.acquire(wait=wait)
-        try:
-            yield held and not self.done(name)
-        finally:
-            lock.release()
+        if lock.acquire(wait=wait) and not self.done(name):
+            return lock
+        lock.release()
+        return None
 
     def done_by(self) -> Counter[str]:
         """How many units each job did."""
@@ -154,12 +153,57 @@ def predict_block(
     return np.moveaxis(probs.transpose(1, 0, 2, 3), 1, position + 1)
 
 
+def read_block(image: Volume, axis: str, start: int, stop: int, scale: GreyScale) -> np.ndarray:
+    """The slices start..stop along `axis` as stored (grey values checked against `scale`),
+    stacked along the first axis (slices, height, width)."""
+    where = f"{image.path}, slices {start}-{stop - 1} along {axis}"
+    block = np.asarray(image[block_key(axis, start, stop)])
+    scale.check(block, where)
+    return np.moveaxis(block, AXIS_INDEX[axis], 0)
+
+
+def segment_block(
+    engine: SlidingWindowEngine,
+    stack: np.ndarray,
+    axis: str,
+    slices_per_batch: int,
+    seed: int,
+    scale: GreyScale,
+    outputs: Outputs,
+    where: str,
+) -> dict[str, np.ndarray]:
+    """Network labels and (as `outputs` asks) entropy and probabilities, uint8, of a stack of
+    slices from `read_block`, laid out as the block along `axis` (probabilities classes first).
+
+    Grey values go to the engine's device as stored and are mapped to 0-1 there; only uint8
+    comes back."""
+    engine.check_fits(stack.shape[1], stack.shape[2], where)
+    torch.manual_seed(seed)  # Monte-Carlo dropout draws the same masks on a resumed run
+    parts: dict[str, list[np.ndarray]] = {"labels_net": [], "entropy": [], "probabilities": []}
+    for first in range(0, stack.shape[0], slices_per_batch):
+        batch = torch.from_numpy(np.ascontiguousarray(stack[first : first + slices_per_batch]))
+        slices = scale.apply_tensor(batch.to(engine.device, non_blocking=True))[:, None]
+        result = engine.segment(slices, outputs.entropy, outputs.probabilities)
+        parts["labels_net"].append(result.labels.numpy())
+        if result.entropy is not None:
+            parts["entropy"].append(result.entropy.numpy())
+        if result.probabilities is not None:
+            parts["probabilities"].append(result.probabilities.numpy())
+    position = AXIS_INDEX[axis]
+    blocks = {
+        name: np.moveaxis(np.concatenate(arrays), 0, position)
+        for name, arrays in parts.items()
+        if arrays and name != "probabilities"
+    }
+    if parts["probabilities"]:
+        probs = np.concatenate(parts["probabilities"])  # (n, classes, H, W)
+        blocks["probabilities"] = np.moveaxis(probs.transpose(1, 0, 2, 3), 1, position + 1)
+    return blocks
+
+
 def entropy_uint8(probs: np.ndarray) -> np.ndarray:
     """Normalised entropy of class probabilities (classes first): 0 certain, 255 uniform."""
-    n_classes = probs.shape[0]
-    clipped = np.clip(probs, 1e-7, 1.0)
-    entropy = -(clipped * np.log(clipped)).sum(axis=0) / np.log(n_classes)
-    return np.clip(np.rint(entropy * 255), 0, 255).astype(np.uint8)
+    return engine_entropy(torch.from_numpy(np.ascontiguousarray(probs)), dim=0).numpy()
 
 
 def iter_pending(

@@ -1,0 +1,280 @@
+"""End-to-end prediction benchmark: where the time of `predict.py` goes, and how fast it is.
+
+1. The time split, stage by stage and one stage at a time, over a whole volume: read (and grey
+   values to the device), network, blend, softmax/entropy/argmax (with the copy back of uint8),
+   write, post-processing.
+2. The whole pipeline as `predict.py` runs it (`predict_series`: resumable units, reading and
+   writing overlapped with compute, post-processing, entropy map, publication), in Mvoxel/s, and
+   the time this projects for one of the paper's 3896 × 1707 × 698 scans.
+
+The image is a synthetic cell (two electrode layers, an electrolyte gap with grains, noise); the
+network is a 1 × 1 convolution (`--net trivial`: everything around the network) or the paper's
+`resunet7` with random weights.
+
+    python bench/bench_pipeline.py                       # CPU proxy: 128 × 256 × 512, trivial
+    python bench/bench_pipeline.py --net resunet7 --shape 698 192 3896 --axis rows --window 512
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_predict import CLASSES, PAPER_SCAN, RESUNET7
+
+TRIVIAL = {"_target_": "torch.nn.Conv2d", "in_channels": 1, "out_channels": 5, "kernel_size": 1}
+STAGES = ("read", "network", "blend", "softmax_entropy_argmax", "write", "postprocess")
+
+
+def synthetic_cell(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
+    """uint8 grey values: electrode layers at both ends of the depth axis, single-voxel
+    grains between them (small components for post-processing to remove) and noise."""
+    rng = np.random.default_rng(seed)
+    depth = shape[0]
+    image = np.full(shape, 60, np.uint8)
+    image[: depth // 4] = 215
+    image[-(depth // 4) :] = 215
+    image += rng.integers(0, 40, shape, dtype=np.uint8)
+    grains = rng.random(shape) < 0.002
+    image[grains] = 140
+    return image
+
+
+def write_checkpoint(path: Path, net_name: str, window: int, orientation: str) -> Path:
+    from hydra.utils import instantiate
+
+    from batteryct.models.module import CHECKPOINT_KEY
+
+    config = TRIVIAL if net_name == "trivial" else RESUNET7
+    torch.manual_seed(0)
+    net = instantiate(config).eval()
+    if net_name == "trivial":  # grey values to classes: < 0.45 background, grains, electrode
+        with torch.no_grad():
+            net.weight.copy_(torch.tensor([0.0, 0.0, 0.0, 5.0, 10.0]).view(5, 1, 1, 1))
+            net.bias.copy_(torch.tensor([0.0, -100.0, -100.0, -2.25, -6.25]))
+    info = {
+        "config": {"model": {"net": config}},
+        "class_names": CLASSES,
+        "orientation": orientation,
+        "patch_size": [window, window],
+    }
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    torch.save({"state_dict": state, CHECKPOINT_KEY: info}, path)
+    return path
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(
+    totals: dict[str, float], name: str, fn: Callable[..., Any], device: torch.device
+) -> Callable[..., Any]:
+    """`fn`, adding its wall time (device work included) to `totals[name]`."""
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        sync(device)
+        start = time.perf_counter()
+        result = fn(*args, **kwargs)
+        sync(device)
+        totals[name] += time.perf_counter() - start
+        return result
+
+    return run
+
+
+def time_split(args: argparse.Namespace, folder: Path, series: Path, ckpt: Path) -> dict:
+    """Each stage timed on its own over the whole volume, one after the other (no overlap)."""
+    from batteryct.predict import Outputs, PostProcessSettings, postprocess_scan
+    from batteryct.predict.checkpoint import load_trained_model
+    from batteryct.predict.engine import SlidingWindowEngine
+    from batteryct.predict.volume import (
+        AXIS_INDEX,
+        block_key,
+        chunks_for,
+        open_or_create,
+        read_block,
+        segment_block,
+        slabs,
+    )
+    from batteryct.series import load_series
+
+    device = torch.device(args.device)
+    source = load_series(series)
+    scan = source.scans[0]
+    image = source.open_image(scan)
+    model = load_trained_model(ckpt)
+    scale = model.grey_scale(image, "benchmark image")
+    engine = SlidingWindowEngine(model.net, model.patch_size, inference_settings(args), device)
+    totals: dict[str, float] = defaultdict(float)
+    engine._network = timed(totals, "network", engine._network, device)
+    engine._blended = timed(totals, "network+blend", engine._blended, device)
+    engine.segment = timed(totals, "engine", engine.segment, device)
+    shape = image.shape
+    chunks = chunks_for(shape, args.axis, args.slab)
+    labels = open_or_create(folder / "split_labels.zarr", shape, chunks, "uint8")
+    entropy = open_or_create(folder / "split_entropy.zarr", shape, chunks, "uint8")
+    outputs = Outputs(entropy=True)
+    for index, (start, stop) in enumerate(slabs(shape[AXIS_INDEX[args.axis]], args.slab)):
+        stack = timed(totals, "read", read_block, device)(image, args.axis, start, stop, scale)
+        blocks = segment_block(
+            engine, stack, args.axis, args.slices_per_batch, index, scale, outputs, "benchmark"
+        )
+        key = block_key(args.axis, start, stop)
+        start_write = time.perf_counter()
+        labels[key] = blocks["labels_net"]
+        entropy[key] = blocks["entropy"]
+        totals["write"] += time.perf_counter() - start_write
+    start_post = time.perf_counter()
+    postprocess_scan(
+        folder / "split_labels.zarr",
+        folder / "split_post.zarr",
+        CLASSES,
+        source.cell,
+        PostProcessSettings(),
+    )
+    totals["postprocess"] = time.perf_counter() - start_post
+    split = {
+        "read": totals["read"],
+        "network": totals["network"],
+        "blend": totals["network+blend"] - totals["network"],
+        "softmax_entropy_argmax": totals["engine"] - totals["network+blend"],
+        "write": totals["write"],
+        "postprocess": totals["postprocess"],
+    }
+    return split
+
+
+def inference_settings(args: argparse.Namespace) -> Any:
+    from batteryct.predict import InferenceSettings
+
+    return InferenceSettings(
+        window=(args.window, args.window),
+        batch_size=args.batch_size,
+        precision=args.precision,
+        compile=args.compile,
+    )
+
+
+def end_to_end(args: argparse.Namespace, folder: Path, series: Path, ckpt: Path) -> float:
+    """Seconds of one `predict_series` run as predict.py makes it (fresh output folder)."""
+    import lightning.pytorch as pl
+    from rich.console import Console
+
+    from batteryct.predict import Outputs, PostProcessSettings, PredictSettings, predict_series
+
+    accelerator = "gpu" if args.device.startswith("cuda") else "cpu"
+    trainer = pl.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+    )
+    settings = PredictSettings(
+        axes=(args.axis,),
+        slab=args.slab,
+        slices_per_batch=args.slices_per_batch,
+        outputs=Outputs(entropy=True),
+    )
+    start = time.perf_counter()
+    predict_series(
+        ckpt,
+        series,
+        folder / "predictions",
+        inference_settings(args),
+        settings,
+        PostProcessSettings(),
+        trainer,
+        console=Console(quiet=True),
+    )
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--shape", type=int, nargs=3, default=(128, 256, 512), metavar="N")
+    parser.add_argument("--axis", default="depth", choices=("depth", "rows", "cols"))
+    parser.add_argument("--net", default="trivial", choices=("trivial", "resunet7"))
+    parser.add_argument("--window", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
+    parser.add_argument("--slices-per-batch", type=int, default=4)
+    parser.add_argument("--slab", type=int, default=16)
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    parser.add_argument("--compile", action="store_true", help="torch.compile the network")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--skip-split", action="store_true", help="only the end-to-end run")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from batteryct.io import write_zarr
+    from batteryct.series import Cell, Scan, Series, save_series
+
+    name = (
+        torch.cuda.get_device_name(args.device)
+        if args.device.startswith("cuda")
+        else platform.processor() or platform.machine()
+    )
+    shape = tuple(args.shape)
+    voxels = int(np.prod(shape))
+    print(
+        f"device: {args.device} ({name}), torch {torch.__version__}, threads "
+        f"{torch.get_num_threads()}; {args.net} network, window {args.window}, "
+        f"{' × '.join(map(str, shape))} voxels along {args.axis}",
+        flush=True,
+    )
+    results: dict[str, Any] = {"device": name, "shape": list(shape), "args": vars(args)}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        orientation = "in_plane" if args.axis == "depth" else "cross_section"
+        ckpt = write_checkpoint(folder / "bench.ckpt", args.net, args.window, orientation)
+        volume = write_zarr(folder / "image.zarr", synthetic_cell(shape))
+        cell = Cell(voxel_size_um=1.33, plating_side="end")
+        scans = [Scan("scan", volume, 0.0, "pristine")]
+        series = save_series(Series(cell, {0: "background"}, scans), folder / "series.yaml")
+        if not args.skip_split:
+            split = time_split(args, folder, series, ckpt)
+            total = sum(split.values())
+            print("time split (each stage on its own, no overlap):")
+            for stage, seconds in split.items():
+                if seconds:
+                    print(f"  {stage:24s} {seconds:8.2f} s  {seconds / total * 100:5.1f} %")
+            print(f"  {'sum':24s} {total:8.2f} s  ({voxels / total / 1e6:.2f} Mvoxel/s)")
+            results["split_s"] = split
+        seconds = end_to_end(args, folder, series, ckpt)
+    rate = voxels / seconds
+    paper = int(np.prod(PAPER_SCAN)) / rate
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        f"end to end (predict_series, entropy and post-processing on): {seconds:.2f} s, "
+        f"{rate / 1e6:.2f} Mvoxel/s; a {' × '.join(map(str, PAPER_SCAN))} scan: "
+        f"{paper:.0f} s ({paper / 60:.1f} min); peak RSS {peak:.0f} MiB",
+        flush=True,
+    )
+    results.update(end_to_end_s=seconds, mvoxel_per_s=rate / 1e6, paper_scan_s=paper)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# GPU check for issue 13 (at most 8 minutes): the end-to-end pipeline on a 698 × 192 × 3896
+# slab of a paper-size scan, and the engine's ratio to MONAI's default at window 512 (bf16).
+#
+# Runs on a bare GPU machine that has PyTorch, Lightning and torchmetrics: the packages it
+# lacks travel as wheels in bench/wheels/ (git-ignored, about 12 MB). Build them once where pip
+# reaches the index, for the GPU machine's Python (3.12 here):
+#
+#   P="--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64"
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#       --implementation cp $P -d bench/wheels monai==1.6.1 hydra-core==1.3.8 \
+#       omegaconf==2.3.1 zarr==3.1.6 numcodecs==0.16.6 donfig==0.8.1.post1 google-crc32c==1.9.0
+#   python3 -m pip wheel --no-deps -w bench/wheels antlr4-python3-runtime==4.9.3  # sdist only
+#
+# then run it there with bench/wheels carried along (the device tool: carry=["bench/wheels"]):
+#
+#   bash bench/gpu_check.sh            # on the GPU, results in $OUT (or ./gpu_check_out)
+#   bash bench/gpu_check.sh --tiny     # a tiny CPU run of the same steps, to check the script
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out="${OUT:-gpu_check_out}"
+mkdir -p "$out"
+if [ -d bench/wheels ] && compgen -G "bench/wheels/*.whl" >/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/batteryct-site bench/wheels/*.whl
+    export PYTHONPATH="/tmp/batteryct-site:${PYTHONPATH:-}"
+fi
+export PYTHONPATH="$PWD/src:$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
+python=${PYTHON:-python3}
+if [ "${1:-}" = "--tiny" ]; then
+    pipeline=(--device cpu --shape 64 8 192 --axis rows --window 64 --net resunet7 --slab 4)
+    engine=(--device cpu --window 64 --slices 2 --repeats 1)
+    limit=300
+else
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
+    pipeline=(--device cuda --shape 698 192 3896 --axis rows --window 512 --net resunet7
+              --precision bf16 --batch-size 32 --slices-per-batch 8 --slab 32)
+    engine=(--device cuda --window 512 --slices 32 --repeats 2)
+    limit=200
+fi
+# each step has its own time limit, so that the whole check ends within 8 minutes
+timeout "$limit" "$python" bench/bench_pipeline.py "${pipeline[@]}" --json "$out/pipeline.json" \
+    2>&1 | grep -v -i -E "warning|tip:|available:" | tee "$out/pipeline.txt" ||
+    echo "end-to-end step failed or ran out of time (see above)"
+timeout "$limit" "$python" bench/bench_predict.py "${engine[@]}" --no-compile --skip-memory \
+    2>&1 | tee "$out/engine.txt" || echo "engine step failed or ran out of time (see above)"

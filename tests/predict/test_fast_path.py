@@ -1,0 +1,117 @@
+"""The fast paths of prediction give today's labels: the engine's own blending and its labels
+on the device, and post-processing in threads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from monai.inferers import sliding_window_inference
+from scipy import ndimage
+
+from batteryct.predict import InferenceSettings, SlidingWindowEngine
+from batteryct.predict import postprocess as post
+from batteryct.predict.engine import argmax_uint8, entropy_uint8
+from tests.predict.test_engine import _net
+from tests.predict.test_postprocess_and_combine import _postprocess
+
+
+@pytest.mark.parametrize("blend", ["constant", "gaussian"])
+def test_fp32_labels_on_the_device_equal_monais_blend_then_argmax(blend: str) -> None:
+    """Today's path: MONAI's sliding_window_inference over the engine's network, softmax and
+    argmax on the CPU. The fast path must give the same labels, byte for byte."""
+    slices = torch.rand(3, 1, 40, 70)
+    settings = InferenceSettings(precision="fp32", batch_size=5, blend=blend)
+    engine = SlidingWindowEngine(_net(), (32, 32), settings)
+    with torch.inference_mode():
+        logits = sliding_window_inference(
+            slices, (32, 32), 5, engine._network, overlap=0.25, mode=blend
+        )
+    probs = torch.softmax(logits, dim=1)
+    result = engine.segment(slices, entropy=True, probabilities=True)
+    torch.testing.assert_close(engine.logits(slices), logits, rtol=0, atol=0)
+    assert torch.equal(result.labels, probs.argmax(1).to(torch.uint8))
+    assert torch.equal(result.probabilities, (probs * 255).round().to(torch.uint8))
+    clipped = probs.clamp(1e-7, 1)
+    entropy = -(clipped * clipped.log()).sum(1) / np.log(3) * 255
+    assert (result.entropy.int() - entropy.round().int()).abs().max() <= 1
+
+
+def test_argmax_takes_the_first_class_on_ties() -> None:
+    probs = torch.tensor([[0.2, 0.4, 0.4], [0.5, 0.5, 0.0], [0.1, 0.1, 0.8]]).T[None, :, :, None]
+    assert argmax_uint8(probs).flatten().tolist() == [1, 0, 2]
+    assert entropy_uint8(torch.full((4, 1), 0.25)).item() == 255
+
+
+def _reference_small_components(block: np.ndarray, min_voxels: int) -> np.ndarray:
+    """Components (26-connected, per class) under `min_voxels`, labelled over the whole volume."""
+    small = np.zeros(block.shape, bool)
+    for cid in np.unique(block[block > 0]):
+        components, _ = ndimage.label(block == cid, structure=np.ones((3, 3, 3), bool))
+        sizes = np.bincount(components.ravel())
+        small |= (sizes[components] < min_voxels) & (components > 0)
+    return small
+
+
+def _network(seed: int, rows: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    network = np.zeros((30, rows, 24), np.uint8)
+    network[2:8] = 4
+    network[22:28] = 4
+    specks = rng.random((12, rows, 24)) < 0.12  # components of every size, across slab edges
+    network[9:21][specks] = rng.choice([1, 2, 3], size=int(specks.sum()))
+    return network
+
+
+@pytest.mark.parametrize(
+    ("case", "slab_rows"),
+    [("specks", 3), ("specks", 7), ("one slab", 64), ("no component", 5), ("no electrode", 4)],
+)
+@pytest.mark.parametrize("threads", [2, 3])
+def test_post_processing_in_threads_equals_the_serial_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str, slab_rows: int, threads: int
+) -> None:
+    network = _network(7, 40)
+    if case == "no component":
+        network[9:21] = 0
+    if case == "no electrode":
+        network[network == 4] = 0
+    settings = {"min_component_voxels": 5, "slab_rows": slab_rows}
+    calls: list[int] = []
+
+    def counted(n: int):
+        def workers() -> int:
+            calls.append(n)
+            return n
+
+        return workers
+
+    monkeypatch.setattr(post, "workers", counted(1))
+    serial = _postprocess(network, tmp_path / "serial", **settings)
+    monkeypatch.setattr(post, "workers", counted(threads))
+    threaded = _postprocess(network, tmp_path / "threaded", **settings)
+    assert threads in calls  # the threaded pass did run in threads
+    np.testing.assert_array_equal(threaded, serial)
+    split = _postprocess(network, tmp_path / "split", min_component_voxels=0)
+    expected = split.copy()
+    expected[_reference_small_components(split, 5)] = 0
+    np.testing.assert_array_equal(serial, expected)
+    if case == "specks":
+        assert (split != serial).sum() > 50  # there were small components to remove
+    if case == "no component":
+        assert not (serial[9:21] > 0).any()
+
+
+def test_results_come_back_in_order_with_bounded_work_in_flight() -> None:
+    started: list[int] = []
+
+    def work(start: int) -> int:
+        started.append(start)
+        return start * 10
+
+    results = post._in_order(work, range(20), threads=2)
+    assert [next(results) for _ in range(3)] == [0, 10, 20]
+    assert len(started) <= 3 + 2 * 2  # not all 20 slabs at once
+    assert list(results) == [s * 10 for s in range(3, 20)]
