@@ -63,12 +63,6 @@ def export_slices(
     return export
 
 
-def exported_slices(folder: Path) -> list[SliceRef]:
-    """The slices listed in `folder/export/slices.json`."""
-    record = json.loads((folder / "export" / SLICES_FILE).read_text())
-    return [SliceRef(e["scan"], e["axis"], int(e["index"])) for e in record["slices"]]
-
-
 def import_slices(series: Series, folder: Path) -> dict[SliceRef, np.ndarray]:
     """Raw hand labels of every exported slice, read from `folder/painted/<name>_labels.tif`.
 
