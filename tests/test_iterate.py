@@ -18,6 +18,7 @@ from rich.console import Console
 from scipy import ndimage
 
 from batteryct.data.slices import SliceRef
+from batteryct.errors import ConfigError
 from batteryct.iterate import CorrectionSettings, run_loop
 from batteryct.iterate import loop as loop_module
 from batteryct.iterate.annotator import choose_slices, simulate_corrections
@@ -28,7 +29,7 @@ from batteryct.iterate.manual import (
     import_slices,
     slice_name,
 )
-from batteryct.series import load_series
+from batteryct.series import load_series, save_series
 from batteryct.synth import CycleProtocol, generate_series
 from batteryct.synth.hand_labels import HandLabelSettings
 from tests.training.helpers import KilledError
@@ -261,13 +262,15 @@ def test_simulated_annotator_paints_strokes_on_the_chosen_slices_within_budget(
 def test_simulated_annotator_needs_full_labels(tiny_series: Path, tmp_path: Path) -> None:
     series = load_series(tiny_series)
     series.scans = [replace(s, labels_gt=None) for s in series.scans]
-    with pytest.raises(Exception, match="annotator=manual"):
+    with pytest.raises(ConfigError, match="annotator=manual"):
         simulate_corrections(
-            series,
-            [SliceRef("scan_02", "rows", 3)],
-            CorrectionSettings(),
-            np.random.default_rng(0),
+            series, [SliceRef("scan_02", "rows", 3)], CorrectionSettings(), np.random.default_rng(0)
         )
+    real = save_series(series, tmp_path / "real" / "series.yaml")
+    out = tmp_path / "loop"
+    with pytest.raises(ConfigError, match="annotator=manual"):  # refused before any step
+        run_loop(_config(real, out), Console(quiet=True))
+    assert not (out / "start").exists()
 
 
 @pytest.fixture()

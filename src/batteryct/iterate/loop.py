@@ -44,6 +44,7 @@ from batteryct.iterate.labels import write_slices as write_label_slices
 from batteryct.iterate.manual import export_slices, import_slices
 from batteryct.iterate.scoring import held_out_ids, model_iou
 from batteryct.iterate.steps import Step, done_record, run_steps
+from batteryct.outfolder import write_json_atomic
 from batteryct.predict import (
     CombineSettings,
     InferenceSettings,
@@ -88,6 +89,14 @@ class _Loop:
         series = Path(cfg.series)
         ensure_default_series(series, Path(cfg.paths.data_dir))
         self.source = load_series(series)
+        if cfg.annotator == "simulated":
+            scans = candidate_scans(self.source, self.corrections)
+            missing = [s for s in scans if self.source.scan(s).labels_gt is None]
+            if missing:
+                raise ConfigError(
+                    f"annotator=simulated paints from full labels, but scans {missing} of "
+                    f"{self.source.path} have no labels_gt; use annotator=manual for real data"
+                )
         self.group = self._claim()
         self.inference = InferenceSettings(batch_size=int(cfg.predict.batch_size))
 
@@ -106,7 +115,7 @@ class _Loop:
             return str(record["group"])
         self.out.mkdir(parents=True, exist_ok=True)
         group = self.cfg.tracking.group or f"{self.out.name}-{datetime.now():%Y%m%d-%H%M%S}"
-        record_path.write_text(json.dumps({"series": series, "group": group}, indent=1))
+        write_json_atomic(record_path, {"series": series, "group": group})
         return group
 
     def steps(self) -> list[Step]:
