@@ -10,10 +10,11 @@ import zarr
 from scipy import ndimage
 
 from batteryct.classes import ANALYSIS_CLASSES
+from batteryct.errors import ConfigError
 from batteryct.io import write_zarr
 from batteryct.predict import PostProcessSettings, postprocess_scan
 from batteryct.predict.combine import combine_probabilities, combined_classes
-from batteryct.predict.postprocess import find_interfaces
+from batteryct.predict.postprocess import UNMAPPED, find_interfaces
 from batteryct.series import Cell, load_series
 from tests.conftest import SMALL_VOXEL_UM
 
@@ -82,6 +83,25 @@ def test_small_components_are_removed(tmp_path: Path) -> None:
     restored = _postprocess(network, tmp_path, min_component_voxels=8, slab_rows=40)
     assert np.all(restored[18:22, 5:10, 5:10] == ID["dendrite"])
     assert restored[19, 30, 30] == 0
+
+
+def test_without_postprocessing_classes_the_analysis_lacks_become_unmapped(
+    tmp_path: Path,
+) -> None:
+    network = np.zeros((8, 6, 6), np.uint8)
+    network[2:4] = 1  # li (iteration 1): no analysis class
+    network[5] = 2  # pit
+    write_zarr(tmp_path / "net.zarr", network)
+    cell = Cell(voxel_size_um=SMALL_VOXEL_UM, plating_side="end")
+    off = PostProcessSettings(enabled=False)
+    classes = ["background", "li", "pit"]
+    postprocess_scan(tmp_path / "net.zarr", tmp_path / "out.zarr", classes, cell, off)
+    out = zarr.open_array(str(tmp_path / "out.zarr"), mode="r")[:]
+    assert np.all(out[2:4] == UNMAPPED) and np.all(out[5] == ID["pit"]) and np.all(out[0] == 0)
+    with pytest.raises(ConfigError, match="li"):  # post-processing itself needs known classes
+        postprocess_scan(
+            tmp_path / "net.zarr", tmp_path / "on.zarr", classes, cell, PostProcessSettings()
+        )
 
 
 @pytest.mark.parametrize("slab_rows", [3, 7, 40])

@@ -112,10 +112,17 @@ def test_optuna_sweep_returns_the_best_validation_iou(
 
 def test_default_series_is_generated_on_first_use(tmp_path: Path, monkeypatch) -> None:
     calls: list[Path] = []
-    monkeypatch.setattr(run_module, "generate_series", lambda out: calls.append(Path(out)))
+    shapes: list[tuple[int, ...]] = []
+
+    def generate(out: Path, shape: tuple[int, ...], **_: object) -> None:
+        calls.append(Path(out))
+        shapes.append(shape)
+
+    monkeypatch.setattr(run_module, "generate_series", generate)
     data_dir = tmp_path / "data"
     run_module.ensure_default_series(data_dir / "synthetic" / "series.yaml", data_dir)
     assert calls == [data_dir / "synthetic"]
+    assert shapes == [(164, 128, 128)]  # synth.py's default cell, not generate_series' own
     run_module.ensure_default_series(tmp_path / "mine" / "series.yaml", data_dir)
     assert calls == [data_dir / "synthetic"]  # another path is never generated
 

@@ -43,6 +43,8 @@ MAX_WORKERS = 8
 T = TypeVar("T")
 SlabResult = tuple[int, int, np.ndarray, int]
 """A post-processed slab: first and end row, its analysis labels, small-component voxels."""
+UNMAPPED = 255
+"""Analysis label of a network class the analysis scheme lacks (post-processing off only)."""
 
 
 @dataclass(frozen=True)
@@ -106,12 +108,13 @@ def postprocess_scan(
     shape = tuple(source.shape)
     target = open_or_create(output, shape, tuple(source.chunks), "uint8")
     check_postprocess(class_names, cell, settings)
-    lookup = _network_lookup(class_names)
     if not settings.enabled:
+        lookup = {name: i for i, name in enumerate(class_names)}
         for start in range(0, shape[1], settings.slab_rows):
             block = source[:, start : start + settings.slab_rows, :]
             target[:, start : start + settings.slab_rows, :] = _naive_analysis(block, lookup)
         return {"enabled": False}
+    lookup = _network_lookup(class_names)
     electrode_id = lookup["electrode"]
     maps = [np.full(shape[1:], np.nan) for _ in range(4)]
 
@@ -170,10 +173,14 @@ def postprocess_scan(
 
 
 def check_postprocess(class_names: list[str], cell: Cell, settings: PostProcessSettings) -> None:
-    """A ConfigError when a model's classes or the manifest's cell cannot be post-processed."""
-    _network_lookup(class_names)
+    """A ConfigError when a model's classes or the manifest's cell cannot be post-processed.
+
+    With post-processing switched off any classes are fine: those the analysis scheme lacks
+    (iteration 1's `li`) become UNMAPPED in the analysis labels.
+    """
     if not settings.enabled:
         return
+    _network_lookup(class_names)
     if cell.plating_side not in ("start", "end"):
         raise ConfigError(
             "post-processing splits classes by side and needs cell.plating_side ('start' or "
@@ -197,11 +204,13 @@ def _network_lookup(class_names: list[str]) -> dict[str, int]:
 
 
 def _naive_analysis(block: np.ndarray, lookup: dict[str, int]) -> np.ndarray:
-    """Network labels in analysis ids without any split (post-processing switched off)."""
+    """Network labels in analysis ids without any split (post-processing switched off);
+    classes the analysis scheme lacks become UNMAPPED."""
     out = np.zeros(block.shape, np.uint8)
     for name, cid in lookup.items():
         target = "plating_electrode" if name == "electrode" else name
-        out[block == cid] = class_id(ANALYSIS_CLASSES, target)
+        known = target in ANALYSIS_CLASSES.values()
+        out[block == cid] = class_id(ANALYSIS_CLASSES, target) if known else UNMAPPED
     return out
 
 

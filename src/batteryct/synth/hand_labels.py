@@ -43,10 +43,16 @@ def paint_slice(
     settings: HandLabelSettings,
     rng: np.random.Generator,
     common_classes: tuple[int, ...],
+    max_pixels: int | None = None,
 ) -> np.ndarray:
-    """Partial hand labels (uint8, 0 = unlabelled) of one 2D slice of true class ids."""
+    """Partial hand labels (uint8, 0 = unlabelled) of one 2D slice of true class ids.
+
+    With `max_pixels`, painting stops before the stroke that would label more pixels than that
+    (a person's budget); the strokes drawn are the same as without it up to there.
+    """
     height, width = truth.shape
     painted = np.zeros(truth.shape, bool)
+    allowed = _allowed(truth, settings.edge_margin_px, common_classes)
     rare = np.argwhere(~np.isin(truth, common_classes))
     target = settings.coverage * truth.size
     for _ in range(2000):
@@ -60,18 +66,30 @@ def paint_slice(
         direction = rng.standard_normal(2)
         direction /= np.linalg.norm(direction) + 1e-12
         length = rng.uniform(0, 4 * radius)
-        _stroke(painted, start, start + direction * length, radius)
+        if max_pixels is None:
+            _stroke(painted, start, start + direction * length, radius)
+            continue
+        trial = painted.copy()
+        _stroke(trial, start, start + direction * length, radius)
+        if np.count_nonzero(trial & allowed) > max_pixels:
+            break
+        painted = trial
+    labels = np.full(truth.shape, UNLABELLED, np.uint8)
+    keep = painted & allowed
+    labels[keep] = truth[keep].astype(np.int64) + 1
+    return labels
+
+
+def _allowed(truth: np.ndarray, margin: int, common_classes: tuple[int, ...]) -> np.ndarray:
+    """Where a person paints: every pixel, except pixels of a common (large) phase closer than
+    `margin` to another phase."""
     allowed = np.zeros(truth.shape, bool)
-    margin = settings.edge_margin_px
     for cid in np.unique(truth):
         region = truth == cid
         if cid in common_classes and margin > 0:
             region = ndimage.binary_erosion(region, iterations=margin, border_value=1)
         allowed |= region
-    labels = np.full(truth.shape, UNLABELLED, np.uint8)
-    keep = painted & allowed
-    labels[keep] = truth[keep].astype(np.int64) + 1
-    return labels
+    return allowed
 
 
 def _stroke(canvas: np.ndarray, start: np.ndarray, end: np.ndarray, radius: int) -> None:

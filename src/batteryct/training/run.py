@@ -27,6 +27,7 @@ from batteryct.training.loggers import ResumableCSVLogger, finish_loggers
 from batteryct.training.resume import ResumePoint, check_resume_checkpoint
 
 log = logging.getLogger(__name__)
+CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -119,8 +120,26 @@ def ensure_default_series(series: Path, data_dir: Path) -> None:
     default = data_dir / "synthetic" / "series.yaml"
     if series.exists() or series.resolve() != default.resolve():
         return
-    log.info("%s is absent: generating the synthetic cell (default settings) first", series)
-    generate_series(default.parent)
+    log.info("%s is absent: generating the synthetic cell (synth.py's defaults) first", series)
+    generate_series(default.parent, **default_synth_settings())
+
+
+def default_synth_settings() -> dict[str, Any]:
+    """The settings `python synth.py` uses without overrides (conf/synth.yaml), as arguments of
+    `generate_series` (its own defaults are a smaller cell that the calibrated layers overflow)."""
+    cfg = OmegaConf.load(CONF_DIR / "synth.yaml")
+    return {
+        "shape": tuple(cfg.shape),
+        "voxel_size_um": cfg.voxel_size_um,
+        "seed": cfg.seed,
+        "plating_side": cfg.plating_side,
+        "protocol": instantiate(cfg.protocol),
+        "geometry": instantiate(cfg.geometry),
+        "ct": instantiate(cfg.ct, _convert_="all"),
+        "hand_labels": instantiate(cfg.hand_labels, _convert_="all"),
+        "misalign": instantiate(cfg.misalign, _convert_="all"),
+        "export_tiffs": cfg.export_tiffs,
+    }
 
 
 def _instantiate_all(group: Mapping[str, Any] | None) -> list[Any]:
