@@ -24,6 +24,7 @@ from batteryct.predict import (
     PredictSettings,
     predict_series,
 )
+from batteryct.predict import overlap as overlap_module
 from batteryct.predict import run as run_module
 from batteryct.series import load_series
 from tests.predict.conftest import predict_trainer
@@ -39,7 +40,7 @@ def test_a_run_that_failed_before_any_work_does_not_block_a_rerun_with_other_set
         raise OSError(errno.ENOSPC, "No space left on device")
 
     with monkeypatch.context() as patch:
-        patch.setattr(run_module, "_write_outputs", full)
+        patch.setattr(overlap_module, "_write", full)  # the writes of a single-axis run
         with pytest.raises(ConfigError, match="is full"):
             predict(small_checkpoint, series, out, scans=("scan_00",), axes=("rows",), slab=16)
     assert (out / "prediction.json").exists() and not list(out.glob(".work/*/done/*.done"))
