@@ -61,7 +61,7 @@ class CellGeometry:
     roughness_length_um: float = 30.0
     swelling_um: float = 28.5
     """Growth of the inter-electrode gap during charge (the plating block moves away)."""
-    deposited_solid_fraction: float = 0.26
+    deposited_solid_fraction: float = 0.252
     """Li volume fraction of the deposited layer at the end of charge (the rest: pores)."""
     deposit_densification: float = 1.5
     """How much faster the deposit's visible volume grows early: its visible volume follows
@@ -85,7 +85,7 @@ class CellGeometry:
     dendrite_stalk_um: float = 30.0
     """Height of the stalk; the head widens above it (at most 60 % of a dendrite's height)."""
     dendrite_height_um: float = 68.0
-    """Tallest dendrite; heights are uniform between half of it and all of it, and a tip stays
+    """Tallest dendrite; heights are uniform between 3/4 of it and all of it, and a tip stays
     within 45 % of the charged gap (electrolyte + swelling): dendrites belong to the plating side
     of the mid-plane."""
     dead_fraction: float = 0.38
@@ -346,7 +346,7 @@ class SyntheticCell:
         for site in range(g.dendrite_sites):
             r, c = rng.uniform(2, n_rows - 2), rng.uniform(2, n_cols - 2)
             base = float(lay.plate_iface[int(r), int(c)])
-            height = tallest * rng.uniform(0.5, 1.0)
+            height = tallest * rng.uniform(0.75, 1.0)
             tops.append(height)
             drift = rng.normal(0, 0.35, size=(int(height) + 2, 2)).cumsum(axis=0)
             profile = _dendrite_profile(height, stalk, root, radius0)
