@@ -15,7 +15,7 @@ $(INSTALLED): pyproject.toml
 # The whole pipeline on the synthetic operando cell, about a quarter of an hour on a laptop CPU:
 # generate 25 scans -> train the small network on their sparse hand labels -> segment all
 # scans out of core -> analyse the segmentations (tables, figures, report.html) -> score the
-# segmentation on the 20 scans training never saw, against their full labels.
+# segmentation on the 18 scans training never saw, against their full labels.
 # Each step runs when its input is newer than its output, so a second `make demo` is quick.
 demo: $(DEMO_DIR)/analysis/report.html $(DEMO_DIR)/evaluation/evaluation.txt
 	@cat $(DEMO_DIR)/evaluation/evaluation.txt
