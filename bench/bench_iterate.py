@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from typing import Any
 import lightning.pytorch as pl
 import matplotlib.pyplot as plt
 import numpy as np
+from entrypoints import ROOT, run
 from hydra import compose, initialize_config_dir
 from rich.console import Console
 
@@ -48,7 +47,6 @@ from batteryct.predict import InferenceSettings
 from batteryct.series import load_series
 from batteryct.training import train
 
-ROOT = Path(__file__).resolve().parents[1]
 MODELS = (
     "iter1",
     "iter2_deposited_li",
@@ -88,14 +86,6 @@ TINY_LOOP = (
     "evaluation.max_scans=1",
     "training.overrides=[" + ",".join(f"'{o}'" for o in TINY_TRAINING) + "]",
 )
-
-
-def run(console: Console, *args: str) -> float:
-    """Run an entry point of the repository as a user would; return its wall time (s)."""
-    console.print(f"[bold]$ python {' '.join(args)}")
-    start = time.perf_counter()
-    subprocess.run([sys.executable, *args], cwd=ROOT, check=True)
-    return time.perf_counter() - start
 
 
 def main() -> None:

@@ -172,21 +172,18 @@ def inference_settings(args: argparse.Namespace) -> Any:
 
 def end_to_end(args: argparse.Namespace, folder: Path, series: Path, ckpt: Path) -> float:
     """Seconds of one `predict_series` run as predict.py makes it (fresh output folder)."""
-    import lightning.pytorch as pl
     from rich.console import Console
 
-    from batteryct.predict import Outputs, PostProcessSettings, PredictSettings, predict_series
+    from batteryct.predict import (
+        Outputs,
+        PostProcessSettings,
+        PredictSettings,
+        predict_series,
+        single_process_trainer,
+    )
 
     accelerator = "gpu" if args.device.startswith("cuda") else "cpu"
-    trainer = pl.Trainer(
-        accelerator=accelerator,
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-    )
+    trainer = single_process_trainer(accelerator)
     settings = PredictSettings(
         axes=(args.axis,),
         slab=args.slab,

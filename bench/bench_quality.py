@@ -22,12 +22,10 @@ import argparse
 import json
 import math
 import platform
-import subprocess
-import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from entrypoints import ROOT, run
 from rich.console import Console
 from rich.table import Table
 
@@ -42,7 +40,6 @@ from batteryct.evaluation import (
 )
 from batteryct.series import load_series
 
-ROOT = Path(__file__).resolve().parents[1]
 IOU_TARGETS = {
     "dendrite": 0.60,
     "pit": 0.80,
@@ -60,14 +57,6 @@ ERROR_TARGETS = {
     "dead Li volume": 0.30,
     "void area, full cycle": 0.10,
 }
-
-
-def run(console: Console, *args: str) -> float:
-    """Run an entry point of the repository as a user would; return its wall time (s)."""
-    console.print(f"[bold]$ python {' '.join(args)}")
-    start = time.perf_counter()
-    subprocess.run([sys.executable, *args], cwd=ROOT, check=True)
-    return time.perf_counter() - start
 
 
 def main() -> None:

@@ -7,21 +7,14 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 
+from batteryct.predict import single_process_trainer
 from batteryct.training import train
 from tests.training.helpers import train_config
 
 
 def predict_trainer() -> pl.Trainer:
     """A one-process CPU trainer as predict.py builds it."""
-    return pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-    )
+    return single_process_trainer("cpu")
 
 
 @pytest.fixture(scope="session")

@@ -53,6 +53,7 @@ from batteryct.predict import (
     PredictSettings,
     combine_series,
     predict_series,
+    single_process_trainer,
 )
 from batteryct.series import Series, load_series, save_series, with_scans
 from batteryct.training import train
@@ -340,15 +341,7 @@ class _Loop:
 
     def predict_trainer(self) -> pl.Trainer:
         accelerator = "cpu" if self.cfg.training.trainer == "cpu" else "auto"
-        return pl.Trainer(
-            accelerator=accelerator,
-            devices=1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            use_distributed_sampler=False,
-        )
+        return single_process_trainer(accelerator)
 
     def report(self) -> dict[str, Any]:
         """Print and return the refined model's test IoU and the held-out IoU per class."""

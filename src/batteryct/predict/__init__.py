@@ -5,7 +5,7 @@ from batteryct.predict.combine import CombineSettings, combine_series
 from batteryct.predict.engine import InferenceSettings, SlidingWindowEngine
 from batteryct.predict.export import export_onnx
 from batteryct.predict.postprocess import PostProcessSettings, postprocess_scan
-from batteryct.predict.run import PredictSettings, predict_series
+from batteryct.predict.run import PredictSettings, predict_series, single_process_trainer
 from batteryct.predict.volume import Outputs
 
 __all__ = [
@@ -22,4 +22,5 @@ __all__ = [
     "load_trained_model",
     "postprocess_scan",
     "predict_series",
+    "single_process_trainer",
 ]

@@ -231,6 +231,20 @@ def _segment_all(
     return summaries
 
 
+def single_process_trainer(accelerator: str = "cpu") -> pl.Trainer:
+    """A one-device Trainer for predict_series outside predict.py (scripts, the iterative loop,
+    tests): no logger, checkpoints, progress bar or distributed sampler."""
+    return pl.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+    )
+
+
 def _scan_state(folder: PredictionFolder, scan_id: str) -> str:
     """What is left of a scan: nothing ("finished"), moving its outputs into place ("publish",
     after a job stopped while publishing it) or its slabs ("segment")."""
