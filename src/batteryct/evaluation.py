@@ -64,10 +64,10 @@ class ClassScores:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "iou": {n: _plain(v) for n, v in zip(self.names, self.iou, strict=True)},
-            "foreground_mean": _plain(self.foreground_mean),
-            "total_iou": _plain(self.total_iou),
-            "accuracy": _plain(self.accuracy),
+            "iou": {n: json_number(v) for n, v in zip(self.names, self.iou, strict=True)},
+            "foreground_mean": json_number(self.foreground_mean),
+            "total_iou": json_number(self.total_iou),
+            "accuracy": json_number(self.accuracy),
             "confusion": self.confusion.tolist(),
             "confusion_axes": "rows: truth, columns: prediction, in voxels",
         }
@@ -272,9 +272,9 @@ class Evaluation:
             "held_out_scans": self.scans,
             "analysis_classes": self.analysis.as_dict(),
             "network_classes": self.network.as_dict(),
-            "quantities": {k: _plain(v) for k, v in self.quantities.items()},
-            "truth_quantities": {k: _plain(v) for k, v in self.truth_quantities.items()},
-            "relative_errors": {k: _plain(v) for k, v in self.errors.items()},
+            "quantities": {k: json_number(v) for k, v in self.quantities.items()},
+            "truth_quantities": {k: json_number(v) for k, v in self.truth_quantities.items()},
+            "relative_errors": {k: json_number(v) for k, v in self.errors.items()},
             "analysis_warnings": self.warnings,
         }
 
@@ -366,7 +366,8 @@ def _percent(value: float | None, already_percent: bool = False) -> str:
     return f"{value if already_percent else 100 * value:.1f}"
 
 
-def _plain(value: Any) -> Any:
+def json_number(value: Any) -> float | None:
+    """A float for JSON; None for NaN or infinity (a class absent from truth and prediction)."""
     value = float(value)
     return None if math.isnan(value) or math.isinf(value) else value
 

@@ -10,7 +10,7 @@ import numpy as np
 from rich.console import Console
 
 from batteryct.data.label_map import LabelMap
-from batteryct.evaluation import scores
+from batteryct.evaluation import json_number, scores
 from batteryct.io import open_volume
 from batteryct.predict import (
     InferenceSettings,
@@ -70,12 +70,7 @@ def model_iou(
     result = scores(confusion, model.class_names)
     return {
         "scans": scans,
-        "iou": {name: _plain(v) for name, v in zip(model.class_names, result.iou, strict=True)},
-        "foreground_mean": _plain(result.foreground_mean),
-        "total_iou": _plain(result.total_iou),
+        "iou": dict(zip(model.class_names, map(json_number, result.iou), strict=True)),
+        "foreground_mean": json_number(result.foreground_mean),
+        "total_iou": json_number(result.total_iou),
     }
-
-
-def _plain(value: float) -> float | None:
-    """A JSON number; None for a class absent from truth and prediction (NaN)."""
-    return None if np.isnan(value) else float(value)
