@@ -121,3 +121,39 @@ def test_split_with_contents_puts_every_class_in_every_part_when_it_can() -> Non
     assert 4 in train  # a single slice goes to training, where it is learnt
     assert len(split["train"]) == 16 and len(split["val"]) == 4
     assert split == split_slices(refs, [0.8, 0.2], seed=0, contents=contents)
+
+
+def _margin_map(**kwargs: object) -> LabelMap:
+    names = ["background", "dendrite", "deposited_li"]
+    return LabelMap(classes=names, mapping={n: n for n in names}, **kwargs)  # type: ignore[arg-type]
+
+
+def _row(label_map: LabelMap, values: list[int]) -> list[int]:
+    raw = np.array([values], np.uint8)  # hand values: 1 background, 2 dendrite, 4 deposited Li
+    return label_map.apply(raw, label_map.lookup_table(_series()), "x")[0].tolist()
+
+
+U = IGNORE_INDEX  # unlabelled, in the expected rows below
+
+
+def test_margins_of_the_large_phases_are_mirrored_onto_the_small_ones() -> None:
+    """Annotators leave background unpainted next to a dendrite; the dendrite's pixel across
+    that margin is ignored too, so the unlabelled band straddles the true edge."""
+    mirrored = _margin_map(margin_classes=["background"])
+    assert _row(mirrored, [1, 1, 0, 2, 2, 2, 0, 1]) == [0, 0, U, U, 1, U, U, 0]
+    assert _row(_margin_map(), [1, 1, 0, 2, 2, 2, 0, 1]) == [0, 0, U, 1, 1, 1, U, 0]
+    # small phases that touch, and a stroke ending inside a dendrite, keep their labels
+    assert _row(mirrored, [2, 2, 4, 4, 0, 0, 2]) == [1, 1, 2, 2, U, U, 1]
+    wide = _margin_map(margin_classes=["background"], margin_px=2)
+    assert _row(wide, [1, 0, 0, 2, 2, 2, 2]) == [0, U, U, U, U, 1, 1]
+
+
+def test_margins_are_left_alone_in_full_labels_and_checked() -> None:
+    names = ["background", "dendrite"]
+    full = LabelMap(names, {n: n for n in names}, "labels_gt", margin_classes=["background"])
+    raw = np.array([[0, 1, 1]], np.uint8)
+    assert full.apply(raw, full.lookup_table(_series()), "x").tolist() == [[0, 1, 1]]
+    with pytest.raises(ConfigError, match=r"margin_classes has \['electrode'\]"):
+        _margin_map(margin_classes=["electrode"])
+    with pytest.raises(ConfigError, match="margin_px is 0"):
+        _margin_map(margin_classes=["background"], margin_px=0)

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import ndimage
 
 from batteryct.classes import UNLABELLED
 from batteryct.errors import ConfigError
@@ -27,11 +28,19 @@ class LabelMap:
     label volume (from the manifest's `hand_labels.values` for `labels`, or `classes` for
     `labels_gt`), or a raw integer value, to a training class name or to "ignore". `source` says
     which label volume of the scans to train from.
+
+    `margin_classes` are the training classes that annotators leave unpainted for
+    `margin_px` pixels next to another phase (the usual care with large phases); the labels of
+    the other phases are then also ignored for `margin_px` pixels along such a margin, so that
+    every unlabelled band is centred on the phase boundary instead of lying on the large
+    phase's side (which teaches a model to widen the small phases).
     """
 
     classes: Sequence[str]
     mapping: Mapping[str | int, str] = field(default_factory=dict)
     source: str = "labels"
+    margin_classes: Sequence[str] = ()
+    margin_px: int = 1
 
     def __post_init__(self) -> None:
         if self.source not in LABEL_SOURCES:
@@ -50,6 +59,13 @@ class LabelMap:
                     f"label_map.mapping.{key} is {target!r}; expected one of "
                     f"{[*self.classes, IGNORE]}"
                 )
+        unknown = [name for name in self.margin_classes if name not in self.classes]
+        if unknown:
+            raise ConfigError(
+                f"label_map.margin_classes has {unknown}; expected names among {list(self.classes)}"
+            )
+        if self.margin_px < 1:
+            raise ConfigError(f"label_map.margin_px is {self.margin_px}; expected 1 or more")
 
     @property
     def n_classes(self) -> int:
@@ -87,7 +103,22 @@ class LabelMap:
                 f"{where}: label values {missing} are missing from the label map; map them "
                 f"(by class name or raw value) in data.label_map.mapping, or to '{IGNORE}'"
             )
-        return mapped.astype(np.uint8)
+        mapped = mapped.astype(np.uint8)
+        if self.margin_classes and self.source == "labels":
+            margin_ids = [list(self.classes).index(name) for name in self.margin_classes]
+            mapped[_beside_margins(mapped, margin_ids, self.margin_px)] = IGNORE_INDEX
+        return mapped
+
+
+def _beside_margins(target: np.ndarray, margin_ids: list[int], width_px: int) -> np.ndarray:
+    """Labelled pixels of the other classes within `width_px` (4-connected) of an unlabelled
+    margin, i.e. of unlabelled pixels within `width_px` of a margin class's label."""
+    cross = ndimage.generate_binary_structure(target.ndim, 1)
+    margin_labelled = np.isin(target, margin_ids)
+    unlabelled = target == IGNORE_INDEX
+    margin = unlabelled & ndimage.binary_dilation(margin_labelled, cross, iterations=width_px)
+    other = ~unlabelled & ~margin_labelled
+    return other & ndimage.binary_dilation(margin, cross, iterations=width_px)
 
 
 def _is_int(key: object) -> bool:
