@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from batteryct.data import IGNORE_INDEX
-from batteryct.models.losses import CrossEntropy, DiceCELoss
+from batteryct.errors import ConfigError
+from batteryct.models.losses import CrossEntropy, DiceCELoss, class_weight_tensor
 
 
 def _case(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -77,3 +78,31 @@ def test_cross_entropy_option_is_torchs_with_the_ignore_index() -> None:
     logits, target, _ = _case(2)
     expected = torch.nn.functional.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
     assert float(CrossEntropy()(logits, target)) == pytest.approx(float(expected))
+
+
+NAMES = ["background", "dendrite", "pit", "deposited_li"]
+
+
+def test_class_weights_by_name_weigh_the_cross_entropy_like_torchs_weights() -> None:
+    logits, target, _ = _case(3)
+    loss = DiceCELoss(lambda_dice=0.0, class_weights={"dendrite": 8, "pit": 2})
+    loss.use_classes(NAMES)
+    weights = torch.tensor([1.0, 8.0, 2.0, 1.0])
+    expected = torch.nn.functional.cross_entropy(
+        logits, target, weight=weights, ignore_index=IGNORE_INDEX
+    )
+    assert float(loss(logits, target)) == pytest.approx(float(expected))
+    plain = torch.nn.functional.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
+    assert float(expected) != pytest.approx(float(plain))  # the weights do change it
+
+
+def test_class_weights_skip_phases_a_model_lacks_and_refuse_other_names() -> None:
+    lacking = class_weight_tensor({"dendrite": 8.0, "pit": 2.0}, ["background", "li", "pit"])
+    assert torch.equal(lacking, torch.tensor([1.0, 1.0, 2.0]))
+    assert torch.equal(class_weight_tensor([1, 3], ["a", "b"]), torch.tensor([1.0, 3.0]))
+    with pytest.raises(ConfigError, match=r"names \['dendrit'\].*Did you mean 'dendrite'"):
+        class_weight_tensor({"dendrit": 8.0}, NAMES)
+    with pytest.raises(ConfigError, match="3 values for 4 classes"):
+        class_weight_tensor([1, 2, 3], NAMES)
+    with pytest.raises(ConfigError, match="expected positive values"):
+        class_weight_tensor({"pit": 0}, NAMES)

@@ -2,13 +2,54 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+from collections.abc import Mapping, Sequence
 
 import torch
 from monai.losses import DiceLoss
 from torch import nn
 
+from batteryct.classes import ANALYSIS_CLASSES, NETWORK_CLASSES
 from batteryct.data.label_map import IGNORE_INDEX
+from batteryct.errors import ConfigError
+
+ClassWeights = Sequence[float] | Mapping[str, float] | None
+"""Cross-entropy weights: one per class in class order, or by class name (others weigh 1)."""
+PHASE_NAMES = {*ANALYSIS_CLASSES.values(), *NETWORK_CLASSES.values()}
+"""Names a weight may give for a class that a particular model does not have (it is skipped)."""
+
+
+def class_weight_tensor(weights: ClassWeights, class_names: Sequence[str]) -> torch.Tensor | None:
+    """The cross-entropy weight of each of `class_names`, or None for plain cross-entropy.
+
+    A mapping weighs classes by name; classes it does not name weigh 1, and a name that is a
+    known phase but not one of this model's classes is skipped (the default weights name the
+    5 network classes, and the binary models of the iterations lack some). Any other name, a
+    list of the wrong length or a weight that is not positive is a ConfigError.
+    """
+    if not weights:
+        return None
+    names = list(class_names)
+    if isinstance(weights, Mapping):
+        unknown = [n for n in weights if n not in names and n not in PHASE_NAMES]
+        if unknown:
+            near = difflib.get_close_matches(unknown[0], [*names, *PHASE_NAMES], n=1)
+            hint = f" Did you mean {near[0]!r}?" if near else ""
+            raise ConfigError(
+                f"model.module.loss.class_weights names {unknown}, which are not classes; "
+                f"the model's classes are {names}.{hint}"
+            )
+        values = [float(weights.get(name, 1.0)) for name in names]
+    else:
+        values = [float(w) for w in weights]
+        if len(values) != len(names):
+            raise ConfigError(
+                f"model.module.loss.class_weights has {len(values)} values for "
+                f"{len(names)} classes {names}"
+            )
+    if min(values) <= 0:
+        raise ConfigError(f"model.module.loss.class_weights {values}: expected positive values")
+    return torch.tensor(values, dtype=torch.float32)
 
 
 class DiceCELoss(nn.Module):
@@ -24,7 +65,7 @@ class DiceCELoss(nn.Module):
         self,
         lambda_dice: float = 1.0,
         lambda_ce: float = 1.0,
-        class_weights: Sequence[float] | None = None,
+        class_weights: ClassWeights = None,
         include_background: bool = True,
     ) -> None:
         super().__init__()
@@ -35,8 +76,7 @@ class DiceCELoss(nn.Module):
             )
         self.lambda_dice = float(lambda_dice)
         self.lambda_ce = float(lambda_ce)
-        weight = torch.as_tensor(class_weights, dtype=torch.float32) if class_weights else None
-        self.n_weights = None if weight is None else int(weight.numel())
+        self.class_weights = class_weights
         self.dice = DiceLoss(
             include_background=include_background,
             to_onehot_y=True,
@@ -44,7 +84,11 @@ class DiceCELoss(nn.Module):
             batch=True,
             ignore_index=IGNORE_INDEX,
         )
-        self.ce = nn.CrossEntropyLoss(weight=weight, ignore_index=IGNORE_INDEX)
+        self.ce = _cross_entropy(class_weights)
+
+    def use_classes(self, class_names: Sequence[str]) -> None:
+        """Weigh the cross-entropy for these classes (checks the weights against them)."""
+        self.ce = _cross_entropy(self.class_weights, class_names)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Loss of (batch, classes, H, W) logits against (batch, H, W) class ids."""
@@ -59,11 +103,27 @@ class DiceCELoss(nn.Module):
 class CrossEntropy(nn.Module):
     """Cross-entropy on labelled pixels, optionally weighted per class (the paper's loss)."""
 
-    def __init__(self, class_weights: Sequence[float] | None = None) -> None:
+    def __init__(self, class_weights: ClassWeights = None) -> None:
         super().__init__()
-        weight = torch.as_tensor(class_weights, dtype=torch.float32) if class_weights else None
-        self.n_weights = None if weight is None else int(weight.numel())
-        self.ce = nn.CrossEntropyLoss(weight=weight, ignore_index=IGNORE_INDEX)
+        self.class_weights = class_weights
+        self.ce = _cross_entropy(class_weights)
+
+    def use_classes(self, class_names: Sequence[str]) -> None:
+        """Weigh the cross-entropy for these classes (checks the weights against them)."""
+        self.ce = _cross_entropy(self.class_weights, class_names)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.ce(logits, target)
+
+
+def _cross_entropy(
+    weights: ClassWeights, class_names: Sequence[str] | None = None
+) -> nn.CrossEntropyLoss:
+    """Cross-entropy that skips unlabelled pixels; a list of weights applies at once, weights
+    by name once the class names are known."""
+    if class_names is None:
+        listed = weights if weights and not isinstance(weights, Mapping) else None
+        tensor = None if listed is None else torch.tensor([float(w) for w in listed])
+    else:
+        tensor = class_weight_tensor(weights, class_names)
+    return nn.CrossEntropyLoss(weight=tensor, ignore_index=IGNORE_INDEX)

@@ -46,12 +46,8 @@ class SegmentationModule(pl.LightningModule):
         self.scheduler_factory = scheduler
         self.monitor = monitor
         self.loss_fn = loss if loss is not None else DiceCELoss()
-        n_weights = getattr(self.loss_fn, "n_weights", None)
-        if n_weights is not None and n_weights != len(self.class_names):
-            raise ValueError(
-                f"model.module.loss.class_weights has {n_weights} values for "
-                f"{len(self.class_names)} classes {self.class_names}"
-            )
+        if hasattr(self.loss_fn, "use_classes"):
+            self.loss_fn.use_classes(self.class_names)
         n = len(self.class_names)
         self.val_metrics = segmentation_metrics(n, IGNORE_INDEX)
         self.test_metrics = segmentation_metrics(n, IGNORE_INDEX)
