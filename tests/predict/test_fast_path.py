@@ -3,6 +3,7 @@ on the device, and post-processing in threads."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from scipy import ndimage
 from batteryct.predict import InferenceSettings, SlidingWindowEngine
 from batteryct.predict import postprocess as post
 from batteryct.predict.engine import argmax_uint8, entropy_uint8
+from batteryct.predict.postprocess import find_interfaces
 from tests.predict.test_engine import _net
 from tests.predict.test_postprocess_and_combine import _postprocess
 
@@ -115,3 +117,52 @@ def test_results_come_back_in_order_with_bounded_work_in_flight() -> None:
     assert [next(results) for _ in range(3)] == [0, 10, 20]
     assert len(started) <= 3 + 2 * 2  # not all 20 slabs at once
     assert list(results) == [s * 10 for s in range(3, 20)]
+
+
+def _reference_interfaces(electrode: np.ndarray) -> np.ndarray:
+    """Per column, by plain Python: outer, inner, inner, outer faces of the widest gap closed by
+    electrode on both sides (the first of equal ones), NaN without one."""
+    faces = np.full((4, *electrode.shape[1:]), np.nan)
+    for row in range(electrode.shape[1]):
+        for col in range(electrode.shape[2]):
+            where = np.flatnonzero(electrode[:, row, col])
+            gaps = [(b - a - 1, a, b) for a, b in itertools.pairwise(where)]
+            widest = max((g for g in gaps if g[0] > 0), key=lambda g: g[0], default=None)
+            if widest is not None:
+                faces[:, row, col] = (where[0], widest[1], widest[2], where[-1])
+    return faces
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_interfaces_in_one_pass_match_a_column_by_column_search(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    electrode = rng.random((25, 6, 7)) < rng.uniform(0.05, 0.6)
+    electrode[:4, :3] = True  # some columns with two clear layers
+    electrode[-3:, :3] = True
+    np.testing.assert_array_equal(
+        np.stack(find_interfaces(electrode)), _reference_interfaces(electrode)
+    )
+
+
+@pytest.mark.parametrize("min_voxels", [2, 5, 8, 9, 27])
+@pytest.mark.parametrize("open_ends", [(False, False), (True, False), (True, True)])
+def test_small_components_match_scipy_labelling(
+    min_voxels: int, open_ends: tuple[bool, bool]
+) -> None:
+    """The cube-and-graph search finds exactly the components that scipy's labelling of each
+    class finds under `min_voxels`, sparing those that touch an open row end."""
+    rng = np.random.default_rng(min_voxels)
+    block = np.zeros((14, 12, 16), np.uint8)
+    block[:4] = 4  # a large component
+    block[4:] = rng.choice([0, 1, 2, 3], size=(10, 12, 16), p=[0.55, 0.2, 0.15, 0.1])
+    block[8:12, 3:9, 4:10] = 2  # one more large one, joined to small ones around it
+    expected = _reference_small_components(block, min_voxels)
+    for edge, is_open in zip((0, -1), open_ends, strict=True):
+        if is_open:  # components seen at an open row end continue beyond the block
+            for cid in range(1, 5):
+                components, _ = ndimage.label(block == cid, structure=np.ones((3, 3, 3), bool))
+                touching = np.unique(components[:, edge, :])
+                expected &= ~np.isin(components, touching[touching > 0])
+    found = post._small_components(block, min_voxels, open_ends)
+    assert expected.any()  # there are small components to find
+    np.testing.assert_array_equal(found, expected)

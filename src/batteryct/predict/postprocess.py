@@ -10,15 +10,20 @@
 3. Deposited Li on the stripping side of the mid-plane becomes redeposited Li; electrode voxels
    become plating or stripping electrode by side (the manifest's `cell.plating_side`).
 4. Connected components (26-connected, per class) smaller than `min_component_voxels` are
-   removed (to background). Slabs of `slab_rows` rows are labelled with a halo of
+   removed (to background). A voxel inside a cube of one class with at least that many
+   voxels belongs to a large component, so only the others (surfaces of thin structures and
+   specks, a few per cent of a scan) are grouped, on their sparse neighbour graph; the result
+   equals labelling every class whole (tested against scipy) at about 10× the speed.
+   Slabs of `slab_rows` rows are labelled with a halo of
    `min_component_voxels - 1` rows on each side, so memory stays bounded and the decision is
    still exact for the whole volume: a component that reaches the halo's edge spans more rows
-   than a small component can. Slabs are post-processed in threads (scipy's labelling and
-   numpy release the GIL) and written in order, so the labels are those of a serial pass.
+   than a small component can. Slabs are post-processed in threads (numpy and scipy
+   release the GIL) and written in order, so the labels are those of a serial pass.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections import deque
@@ -31,6 +36,8 @@ from typing import Any, TypeVar
 import numpy as np
 import zarr
 from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from batteryct.classes import ANALYSIS_CLASSES, class_id
 from batteryct.errors import ConfigError
@@ -64,23 +71,25 @@ class PostProcessSettings:
 def find_interfaces(electrode: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per column of a (depth, rows, cols) electrode mask: (outer face of the first electrode,
     its inner face, inner face of the second, its outer face) as depth indices, NaN where the
-    column has no two separate electrode layers."""
-    depth = electrode.shape[0]
-    index = np.arange(depth)[:, None, None]
-    present = electrode.any(axis=0)
-    first = np.where(present, np.argmax(electrode, axis=0), -1)
-    last = np.where(present, depth - 1 - np.argmax(electrode[::-1], axis=0), -1)
-    # widest run of non-electrode voxels between first and last
-    inside = (index > first) & (index < last) & ~electrode
-    best_len = np.zeros(electrode.shape[1:], int)
-    best_end = np.full(electrode.shape[1:], -1)
-    run = np.zeros(electrode.shape[1:], int)
-    for d in range(depth):
-        run = np.where(inside[d], run + 1, 0)
-        longer = run > best_len
-        best_len = np.where(longer, run, best_len)
-        best_end = np.where(longer, d, best_end)
-    ok = present & (best_len >= 1)
+    column has no two separate electrode layers.
+
+    One pass down the depth axis: the widest run of non-electrode voxels closed by electrode
+    on both sides is the gap (the first of equally wide runs)."""
+    columns = electrode.shape[1:]
+    first = np.full(columns, -1)
+    last = np.full(columns, -1)
+    run = np.zeros(columns, int)  # non-electrode voxels since the last electrode voxel
+    best_len = np.zeros(columns, int)
+    best_end = np.full(columns, -1)
+    for d, layer in enumerate(electrode):
+        closes = layer & (run > best_len) & (last >= 0)
+        best_len[closes] = run[closes]
+        best_end[closes] = d - 1
+        first[layer & (first < 0)] = d
+        last[layer] = d
+        run += 1
+        run[layer] = 0
+    ok = best_len >= 1
     inner_first = np.where(ok, best_end - best_len, np.nan)  # last electrode voxel of layer 1
     inner_second = np.where(ok, best_end + 1, np.nan)  # first electrode voxel of layer 2
     outer_first = np.where(ok, first, np.nan)
@@ -249,22 +258,92 @@ def _small_components(
     block: np.ndarray, min_voxels: int, open_ends: tuple[bool, bool]
 ) -> np.ndarray:
     """Mask of the components (26-connected, per class) under `min_voxels`, except those that
-    touch a row end of the block marked open (they continue beyond it)."""
+    touch a row end of the block marked open (they continue beyond it).
+
+    Only voxels that no uniform cube of `min_voxels` or more voxels covers can lie in a small
+    component; the components among them are found on their sparse 26-neighbour graph, and
+    one that touches a covered voxel of its class belongs to a large component.
+    """
     small = np.zeros(block.shape, bool)
     if min_voxels <= 1:
         return small
-    structure = np.ones((3, 3, 3), bool)
-    edges = [index for index, is_open in zip((0, -1), open_ends, strict=True) if is_open]
-    present = np.flatnonzero(np.bincount(block.ravel(), minlength=1))
-    for cid in present[present > 0]:
-        components, _ = ndimage.label(block == cid, structure=structure)
-        drop = np.bincount(components.ravel()) < min_voxels  # by component number
-        drop[0] = False
-        for edge in edges:
-            drop[components[:, edge, :]] = False
-        if drop.any():
-            small |= drop[components]
+    block = np.ascontiguousarray(block)
+    flat = block.ravel()
+    covered = _in_uniform_cube(block, side=int(np.ceil(min_voxels ** (1 / 3) - 1e-9)))
+    nodes = np.flatnonzero((block != 0) & ~covered)
+    if nodes.size == 0:
+        return small
+    coords = np.unravel_index(nodes, block.shape)
+    values = flat[nodes]
+    flat_covered = covered.ravel()
+    rows_from, rows_to, keep = [], [], np.zeros(nodes.size, bool)
+    for offset in _NEIGHBOURS:
+        inside = np.ones(nodes.size, bool)
+        for axis, step in enumerate(offset):
+            moved = coords[axis] + step
+            inside &= (moved >= 0) & (moved < block.shape[axis])
+        source = np.flatnonzero(inside)
+        target = nodes[source] + int(np.dot(offset, _strides(block.shape)))
+        same = flat[target] == values[source]
+        source, target = source[same], target[same]
+        keep[source[flat_covered[target]]] = True  # joined to a voxel of a large component
+        if offset > (0, 0, 0):  # each edge of the candidate graph once
+            position = np.searchsorted(nodes, target)
+            found = position < nodes.size
+            found[found] = nodes[position[found]] == target[found]
+            rows_from.append(source[found])
+            rows_to.append(position[found])
+    for edge, is_open in zip((0, block.shape[1] - 1), open_ends, strict=True):
+        if is_open:
+            keep |= coords[1] == edge
+    pairs_from = np.concatenate(rows_from)
+    graph = coo_matrix(
+        (np.ones(pairs_from.size, bool), (pairs_from, np.concatenate(rows_to))),
+        shape=(nodes.size, nodes.size),
+    )
+    _, component = connected_components(graph, directed=False)
+    sizes = np.bincount(component)
+    kept = np.bincount(component, weights=keep) > 0
+    drop = (sizes < min_voxels) & ~kept
+    small.ravel()[nodes[drop[component]]] = True
     return small
+
+
+def _in_uniform_cube(block: np.ndarray, side: int) -> np.ndarray:
+    """Mask of the voxels that lie in a cube of side × side × side voxels of one value (a cube's
+    voxels are all 26-connected, so they belong to a component of at least side³ voxels)."""
+    covered = np.zeros(block.shape, bool)
+    anchors = tuple(n - side + 1 for n in block.shape)
+    if min(anchors) < 1:
+        return covered
+    corner = block[tuple(slice(0, n) for n in anchors)]
+    uniform = np.ones(anchors, bool)
+    same = np.empty(anchors, bool)
+    for offset in itertools.product(range(side), repeat=3):
+        if any(offset):
+            view = block[tuple(slice(o, o + n) for o, n in zip(offset, anchors, strict=True))]
+            np.equal(view, corner, out=same)
+            uniform &= same
+    spread = uniform
+    for axis in range(3):  # every voxel of each uniform cube, one axis at a time
+        shape = list(spread.shape)
+        shape[axis] = block.shape[axis]
+        grown = np.zeros(shape, bool)
+        for step in range(side):
+            index = [slice(None)] * 3
+            index[axis] = slice(step, step + anchors[axis])
+            grown[tuple(index)] |= spread
+        spread = grown
+    return spread
+
+
+def _strides(shape: tuple[int, ...]) -> np.ndarray:
+    """Elements between neighbours along each axis of a C-ordered array of `shape`."""
+    return np.array([int(np.prod(shape[axis + 1 :])) for axis in range(len(shape))])
+
+
+_NEIGHBOURS = [o for o in itertools.product((-1, 0, 1), repeat=3) if any(o)]
+"""The 26 neighbour offsets of a voxel."""
 
 
 def workers() -> int:
