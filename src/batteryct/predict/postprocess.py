@@ -12,8 +12,9 @@
 4. Connected components (26-connected, per class) smaller than `min_component_voxels` are
    removed (to background). A voxel inside a cube of one class with at least that many
    voxels belongs to a large component, so only the others (surfaces of thin structures and
-   specks: under 1 % of a segmented synthetic scan) are grouped, on their sparse neighbour graph; the result
-   equals labelling every class whole (tested against scipy) at about 10× the speed.
+   specks: under 1 % of a segmented synthetic scan) are grouped, on their sparse neighbour
+   graph; the result equals labelling every class whole (tested against scipy) at about 10×
+   the speed.
    Slabs of `slab_rows` rows are labelled with a halo of
    `min_component_voxels - 1` rows on each side, so memory stays bounded and the decision is
    still exact for the whole volume: a component that reaches the halo's edge spans more rows
