@@ -2,7 +2,8 @@
 
 1. The time split, stage by stage and one stage at a time, over a whole volume: read (and grey
    values to the device), network, blend, softmax/entropy/argmax (with the copy back of uint8),
-   write, post-processing.
+   write, post-processing; then post-processing alone in one thread and in all, for its
+   scaling with cores.
 2. The whole pipeline as `predict.py` runs it (`predict_series`: resumable units, reading and
    writing overlapped with compute, post-processing, entropy map, publication), in Mvoxel/s, and
    the time this projects for one of the paper's 3896 × 1707 × 698 scans.
@@ -25,7 +26,8 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +161,41 @@ def time_split(args: argparse.Namespace, folder: Path, series: Path, ckpt: Path)
     return split
 
 
+def postprocess_scaling(folder: Path, series: Path, voxels: int) -> dict[str, float]:
+    """Mvoxel/s of post-processing alone (the split's network labels), in one thread and in
+    `workers()` threads, best of two runs each."""
+    from batteryct.predict import PostProcessSettings, postprocess_scan
+    from batteryct.predict import postprocess as post
+    from batteryct.series import load_series
+
+    cell = load_series(series).cell
+    threads = {"1 thread": 1, f"{post.workers()} threads": post.workers()}
+    rates = {}
+    for name, count in threads.items():
+        best = np.inf
+        for attempt in range(2):
+            target = folder / f"scaling_{count}_{attempt}.zarr"
+            start = time.perf_counter()
+            with _workers(post, count):
+                postprocess_scan(
+                    folder / "split_labels.zarr", target, CLASSES, cell, PostProcessSettings()
+                )
+            best = min(best, time.perf_counter() - start)
+        rates[name] = voxels / best / 1e6
+    return rates
+
+
+@contextmanager
+def _workers(module: Any, count: int) -> Iterator[None]:
+    """Post-processing in `count` threads for the duration."""
+    original = module.workers
+    module.workers = lambda: count
+    try:
+        yield
+    finally:
+        module.workers = original
+
+
 def inference_settings(args: argparse.Namespace) -> Any:
     from batteryct.predict import InferenceSettings
 
@@ -258,6 +295,12 @@ def main() -> None:
                     print(f"  {stage:24s} {seconds:8.2f} s  {seconds / total * 100:5.1f} %")
             print(f"  {'sum':24s} {total:8.2f} s  ({voxels / total / 1e6:.2f} Mvoxel/s)")
             results["split_s"] = split
+            scaling = postprocess_scaling(folder, series, voxels)
+            print(
+                "post-processing alone: "
+                + ", ".join(f"{name} {rate:.1f} Mvoxel/s" for name, rate in scaling.items())
+            )
+            results["postprocess_mvoxel_per_s"] = scaling
         seconds = end_to_end(args, folder, series, ckpt)
     rate = voxels / seconds
     paper = int(np.prod(PAPER_SCAN)) / rate
