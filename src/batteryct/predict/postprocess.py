@@ -277,6 +277,7 @@ def _small_components(
     coords = np.unravel_index(nodes, block.shape)
     values = flat[nodes]
     flat_covered = covered.ravel()
+    steps = np.array(block.strides) // block.itemsize  # elements between neighbours per axis
     rows_from, rows_to, keep = [], [], np.zeros(nodes.size, bool)
     for offset in _NEIGHBOURS:
         inside = np.ones(nodes.size, bool)
@@ -284,7 +285,7 @@ def _small_components(
             moved = coords[axis] + step
             inside &= (moved >= 0) & (moved < block.shape[axis])
         source = np.flatnonzero(inside)
-        target = nodes[source] + int(np.dot(offset, _strides(block.shape)))
+        target = nodes[source] + int(np.dot(offset, steps))
         same = flat[target] == values[source]
         source, target = source[same], target[same]
         keep[source[flat_covered[target]]] = True  # joined to a voxel of a large component
@@ -313,10 +314,9 @@ def _small_components(
 def _in_uniform_cube(block: np.ndarray, side: int) -> np.ndarray:
     """Mask of the voxels that lie in a cube of side × side × side voxels of one value (a cube's
     voxels are all 26-connected, so they belong to a component of at least side³ voxels)."""
-    covered = np.zeros(block.shape, bool)
     anchors = tuple(n - side + 1 for n in block.shape)
     if min(anchors) < 1:
-        return covered
+        return np.zeros(block.shape, bool)
     corner = block[tuple(slice(0, n) for n in anchors)]
     uniform = np.ones(anchors, bool)
     same = np.empty(anchors, bool)
@@ -336,11 +336,6 @@ def _in_uniform_cube(block: np.ndarray, side: int) -> np.ndarray:
             grown[tuple(index)] |= spread
         spread = grown
     return spread
-
-
-def _strides(shape: tuple[int, ...]) -> np.ndarray:
-    """Elements between neighbours along each axis of a C-ordered array of `shape`."""
-    return np.array([int(np.prod(shape[axis + 1 :])) for axis in range(len(shape))])
 
 
 _NEIGHBOURS = [o for o in itertools.product((-1, 0, 1), repeat=3) if any(o)]
