@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from batteryct.predict import InferenceSettings, SlidingWindowEngine
 from batteryct.predict import postprocess as post
-from batteryct.predict.engine import argmax_uint8, entropy_uint8
+from batteryct.predict.engine import argmax_uint8, entropy_uint8, from_logits, quantised
 from batteryct.predict.postprocess import find_interfaces
 from tests.predict.test_engine import _net
 from tests.predict.test_postprocess_and_combine import _postprocess
@@ -45,6 +45,24 @@ def test_argmax_takes_the_first_class_on_ties() -> None:
     probs = torch.tensor([[0.2, 0.4, 0.4], [0.5, 0.5, 0.0], [0.1, 0.1, 0.8]]).T[None, :, :, None]
     assert argmax_uint8(probs).flatten().tolist() == [1, 0, 2]
     assert entropy_uint8(torch.full((4, 1), 0.25)).item() == 255
+
+
+def test_labels_and_entropy_from_the_logits_equal_those_of_the_softmax() -> None:
+    """Without forming the softmax: the first of equally likely classes, the probabilities
+    byte for byte, the entropy within one step (0 when certain, 255 when uniform)."""
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 30, 40) * 4
+    logits[0, 2] = logits[0, 4] = logits[0].amax(0) + 1  # classes 2 and 4 tie everywhere
+    logits[1, :, :5] = 0.0
+    logits[1, 3, 5:10] = 200.0
+    probs = torch.softmax(logits, dim=1)
+    result = from_logits(logits.clone(), entropy=True, probabilities=True)
+    assert torch.equal(result.labels, argmax_uint8(probs))
+    assert (result.labels[0] == 2).all()
+    assert torch.equal(result.probabilities, quantised(probs))
+    assert (result.entropy.int() - entropy_uint8(probs, dim=1).int()).abs().max() <= 1
+    assert (result.entropy[1, :5] == 255).all()
+    assert (result.entropy[1, 5:10] == 0).all()
 
 
 def _reference_small_components(block: np.ndarray, min_voxels: int) -> np.ndarray:

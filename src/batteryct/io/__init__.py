@@ -3,7 +3,7 @@
 from batteryct.io.errors import SUPPORTED_DTYPES, VolumeError
 from batteryct.io.stores import TiffFileVolume, TiffFolderVolume, ZarrVolume, open_volume
 from batteryct.io.volume import AXES, TransposedVolume, Volume
-from batteryct.io.writers import create_zarr, export_tiff, write_zarr
+from batteryct.io.writers import create_zarr, export_tiff, open_zarr_for_writing, write_zarr
 
 __all__ = [
     "AXES",
@@ -17,5 +17,6 @@ __all__ = [
     "create_zarr",
     "export_tiff",
     "open_volume",
+    "open_zarr_for_writing",
     "write_zarr",
 ]

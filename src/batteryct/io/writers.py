@@ -51,7 +51,7 @@ def create_zarr(
         if not overwrite:
             raise VolumeError(f"{path} already exists; pass overwrite=True to replace it")
         _remove(path)
-    return zarr.create_array(
+    array = zarr.create_array(
         store=str(path),
         shape=shape,
         chunks=chunks,
@@ -60,6 +60,21 @@ def create_zarr(
         compressors=ZstdCodec(level=ZSTD_LEVEL),
         zarr_format=3,
     )
+    return storing_every_chunk(array)
+
+
+def storing_every_chunk(array: zarr.Array) -> zarr.Array:
+    """`array` set to store every chunk written to it, fill values only or not.
+
+    zarr otherwise compares each chunk with the fill value before storing it, which costs
+    several times the chunk's compression (see BENCHMARKS.md); a chunk of fill values only
+    is a few bytes once compressed."""
+    return array.with_config({"write_empty_chunks": True})
+
+
+def open_zarr_for_writing(path: str | os.PathLike[str]) -> zarr.Array:
+    """The zarr array at `path`, opened to be written in place (see `storing_every_chunk`)."""
+    return storing_every_chunk(zarr.open_array(str(path), mode="r+"))
 
 
 def write_zarr(

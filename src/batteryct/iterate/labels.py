@@ -12,12 +12,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import zarr
 
 from batteryct.classes import UNLABELLED
 from batteryct.data.slices import AXES, SliceRef, _nonzero_slices
 from batteryct.errors import ConfigError
-from batteryct.io import open_volume, write_zarr
+from batteryct.io import open_volume, open_zarr_for_writing, write_zarr
 from batteryct.io.writers import create_zarr
 from batteryct.series import Scan, Series, save_series, with_scans
 
@@ -87,7 +86,7 @@ def write_slices(
         else:
             stored = open_volume(scan.image)
             create_zarr(target, stored.shape, np.uint8, chunks=CHUNKS)
-        array = zarr.open_array(str(target), mode="r+")
+        array = open_zarr_for_writing(target)
         for ref in refs:
             key, transposed = stored_key(series, ref)
             plane = np.asarray(array[key])

@@ -5,8 +5,8 @@ through an inference copy of the network (batch norm folded, see `inference_net`
 `torch.inference_mode`, in channels-last memory format and in bf16 where the device supports
 it; overlapping logits are blended in float32 (constant or Gaussian weights) before the
 softmax, as in the paper, in the same order as MONAI's `sliding_window_inference`, so fp32
-equals a direct MONAI call. Blending, softmax, argmax and entropy stay on the engine's device:
-`segment` copies back only uint8 volumes.
+equals a direct MONAI call. Blending, labels and entropy stay on the engine's device, computed
+from the logits without forming the softmax (`from_logits`): `segment` copies back only uint8.
 """
 
 from __future__ import annotations
@@ -28,6 +28,10 @@ GAUSSIAN_SIGMA_SCALE = 0.125
 """MONAI's default width of the Gaussian importance map, as a fraction of the window."""
 ENTROPY_FLOOR = 1e-7
 """Probabilities are clipped to at least this before the entropy's logarithm."""
+SHIFTED_LOGIT_FLOOR = -80.0
+"""Logits more than this below a pixel's largest are raised to it before the entropy's
+exponential, whose result then stays a normal float32 (below about -87 it is subnormal, tens of
+times slower on a CPU); such a class's share of the entropy is under 1e-33."""
 
 
 @dataclass(frozen=True)
@@ -214,18 +218,22 @@ class SlidingWindowEngine:
     def segment(
         self, slices: torch.Tensor, entropy: bool = False, probabilities: bool = False
     ) -> Segmented:
-        """Labels (argmax of the probabilities) of slices (N, 1, H, W) and, when asked, their
-        normalised entropy and quantised probabilities: computed on the engine's device in
-        float32, copied back to the CPU as uint8."""
+        """Labels (the most probable class, the first of equals) of slices (N, 1, H, W) and,
+        when asked, their normalised entropy and quantised probabilities: computed on the
+        engine's device in float32, copied back to the CPU as uint8.
+
+        With Monte-Carlo dropout they come from the mean probabilities of the passes; without,
+        from the blended logits directly (see `from_logits`)."""
         with torch.inference_mode():
-            probs = self._probabilities(slices)
-            labels = argmax_uint8(probs, dim=1)
-            result = Segmented(labels.cpu())
-            if entropy:
-                result.entropy = entropy_uint8(probs, dim=1).cpu()
-            if probabilities:
-                result.probabilities = quantised(probs).cpu()
-        return result
+            if self.settings.mc_dropout_passes > 0:
+                probs = self._probabilities(slices)
+                result = Segmented(argmax_uint8(probs, dim=1).cpu())
+                if entropy:
+                    result.entropy = entropy_uint8(probs, dim=1).cpu()
+                if probabilities:
+                    result.probabilities = quantised(probs).cpu()
+                return result
+            return from_logits(self._blended(slices), entropy, probabilities)
 
 
 @dataclass(frozen=True)
@@ -251,6 +259,37 @@ class Segmented:
     """(N, classes, H, W) probabilities × 255."""
 
 
+def from_logits(logits: torch.Tensor, entropy: bool, probabilities: bool) -> Segmented:
+    """Labels, and when asked entropy and quantised probabilities, of logits (N, C, H, W),
+    which are overwritten: less than half the work of forming the softmax first.
+
+    With the logits shifted so that each pixel's largest is exactly 0, the label is the first
+    class at 0 (the argmax of the softmax, whose order the exponential keeps), and the entropy
+    of p = e / S, with e = exp(shifted) and S its sum over classes, is
+    log S - sum(e * shifted) / S: one exponential per class and one logarithm per pixel
+    (shifted logits below SHIFTED_LOGIT_FLOOR are raised to it first).
+    """
+    shifted = logits.sub_(logits.amax(1, keepdim=True))
+    result = Segmented(first_class_at_zero(shifted).cpu())
+    if probabilities:
+        result.probabilities = quantised(torch.softmax(shifted, dim=1)).cpu()
+    if entropy:
+        weights = torch.exp(shifted.clamp_(min=SHIFTED_LOGIT_FLOOR))
+        total = weights.sum(1)
+        mean_shifted = weights.mul_(shifted).sum(1).div_(total)
+        nats = total.log_().sub_(mean_shifted)
+        result.entropy = normalised_uint8(nats, logits.shape[1]).cpu()
+    return result
+
+
+def first_class_at_zero(shifted: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) uint8: the first class (dim 1) whose value is exactly 0."""
+    classes = shifted.shape[1]
+    rank = torch.arange(classes - 1, -1, -1, dtype=torch.uint8, device=shifted.device)
+    latest = (shifted == 0).to(torch.uint8).mul_(rank.view(1, classes, 1, 1)).amax(1)
+    return torch.sub(classes - 1, latest)
+
+
 def entropy_uint8(probs: torch.Tensor, dim: int = 0) -> torch.Tensor:
     """Normalised entropy of class probabilities along `dim`: 0 certain, 255 uniform (uint8).
 
@@ -259,8 +298,13 @@ def entropy_uint8(probs: torch.Tensor, dim: int = 0) -> torch.Tensor:
     for c in range(probs.shape[dim]):
         clipped = probs.select(dim, c).clamp(ENTROPY_FLOOR, 1.0)
         total.add_(clipped.log().mul_(clipped))
-    entropy = total.neg_().div_(math.log(probs.shape[dim]))
-    return entropy.mul_(255).round_().clamp_(0, 255).to(torch.uint8)
+    return normalised_uint8(total.neg_(), probs.shape[dim])
+
+
+def normalised_uint8(nats: torch.Tensor, classes: int) -> torch.Tensor:
+    """Entropy in nats over `classes` classes as uint8: 0 certain, 255 uniform (overwritten)."""
+    scaled = nats.mul_(255 / math.log(classes))
+    return scaled.round_().clamp_(0, 255).to(torch.uint8)
 
 
 def argmax_uint8(probs: torch.Tensor, dim: int = 1) -> torch.Tensor:

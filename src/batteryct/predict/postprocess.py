@@ -18,8 +18,10 @@
    Slabs of `slab_rows` rows are labelled with a halo of
    `min_component_voxels - 1` rows on each side, so memory stays bounded and the decision is
    still exact for the whole volume: a component that reaches the halo's edge spans more rows
-   than a small component can. Slabs are post-processed in threads (numpy and scipy
-   release the GIL) and written in order, so the labels are those of a serial pass.
+   than a small component can. Each row is read once (halos come from the neighbouring slabs
+   read before and after) and each slab is written as whole chunks. Slabs are post-processed
+   in threads (numpy and scipy release the GIL) and written in order, so the labels are those
+   of a serial pass.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from scipy.sparse.csgraph import connected_components
 
 from batteryct.classes import ANALYSIS_CLASSES, class_id
 from batteryct.errors import ConfigError
-from batteryct.predict.volume import open_or_create
+from batteryct.predict.volume import CHUNK_EDGES, open_or_create
 from batteryct.series import Cell
 
 log = logging.getLogger(__name__)
@@ -116,7 +118,7 @@ def postprocess_scan(
     """Write the 7-class analysis labels of a network label volume; return what was found."""
     source = zarr.open_array(str(network_labels), mode="r")
     shape = tuple(source.shape)
-    target = open_or_create(output, shape, tuple(source.chunks), "uint8")
+    target = open_or_create(output, shape, _slab_chunks(shape, settings.slab_rows), "uint8")
     check_postprocess(class_names, cell, settings)
     if not settings.enabled:
         lookup = {name: i for i, name in enumerate(class_names)}
@@ -148,12 +150,12 @@ def postprocess_scan(
     margin = settings.band_margin_um / cell.voxel_size_um
     halo = max(settings.min_component_voxels - 1, 0)
 
-    def slab(start: int) -> SlabResult:
-        stop = min(start + settings.slab_rows, shape[1])
-        low, high = max(start - halo, 0), min(stop + halo, shape[1])
+    def slab(item: tuple[int, int, int, np.ndarray]) -> SlabResult:
+        start, stop, low, block = item
+        high = low + block.shape[1]
         rows = slice(low, high)
         out = _split_by_side(
-            np.asarray(source[:, rows, :]),
+            block,
             lookup,
             outer1[rows],
             outer2[rows],
@@ -169,7 +171,8 @@ def postprocess_scan(
         return start, stop, out[:, core], int(small[:, core].sum())
 
     removed = 0
-    for start, stop, out, count in _in_order(slab, range(0, shape[1], settings.slab_rows)):
+    slabs = _slabs_with_halo(source, settings.slab_rows, halo)
+    for start, stop, out, count in _in_order(slab, slabs):
         target[:, start:stop, :] = out
         removed += count
     return {
@@ -180,6 +183,37 @@ def postprocess_scan(
         "mean_gap_vox": float(np.mean(inner2 - inner1)),
         "small_components_removed_voxels": int(removed),
     }
+
+
+def _slab_chunks(shape: tuple[int, ...], slab_rows: int) -> tuple[int, int, int]:
+    """Chunks of the analysis labels: each lies within one slab's rows, so slabs are written
+    as whole chunks (a chunk shared by two slabs would be read back and rewritten)."""
+    return (
+        min(CHUNK_EDGES[0], shape[0]),
+        min(slab_rows, shape[1]),
+        min(CHUNK_EDGES[2], shape[2]),
+    )
+
+
+def _slabs_with_halo(
+    source: Any, slab_rows: int, halo: int
+) -> Iterator[tuple[int, int, int, np.ndarray]]:
+    """(start, stop, low, rows low..high) of each slab of `slab_rows` rows of `source`, with up
+    to `halo` rows of its neighbours on each side; every row is read once, in order."""
+    size = source.shape[1]
+    held: deque[tuple[int, np.ndarray]] = deque()  # consecutive slabs read, first row each
+    read_to = 0
+    for start in range(0, size, slab_rows):
+        stop = min(start + slab_rows, size)
+        low, high = max(start - halo, 0), min(stop + halo, size)
+        while read_to < high:
+            held.append((read_to, np.asarray(source[:, read_to : read_to + slab_rows, :])))
+            read_to = min(read_to + slab_rows, size)
+        while held[0][0] + held[0][1].shape[1] <= low:
+            held.popleft()
+        first = held[0][0]
+        rows = np.concatenate([block for _, block in held], axis=1) if len(held) > 1 else held[0][1]
+        yield start, stop, low, rows[:, low - first : high - first]
 
 
 def check_postprocess(class_names: list[str], cell: Cell, settings: PostProcessSettings) -> None:
@@ -348,18 +382,19 @@ def workers() -> int:
 
 
 def _in_order(
-    work: Callable[[int], T], starts: Iterable[int], threads: int | None = None
+    work: Callable[[Any], T], items: Iterable[Any], threads: int | None = None
 ) -> Iterator[T]:
-    """`work` of each start, run in `threads` threads (default `workers()`), yielded in order;
-    at most twice as many slabs as threads are in flight, so memory stays bounded."""
+    """`work` of each item, run in `threads` threads (default `workers()`), yielded in order;
+    at most twice as many slabs as threads are in flight, so memory stays bounded (items are
+    drawn from `items` in this thread as slabs finish)."""
     threads = threads or workers()
     if threads == 1:
-        yield from map(work, starts)
+        yield from map(work, items)
         return
     with ThreadPoolExecutor(threads, thread_name_prefix="batteryct-post") as pool:
         flight: deque[Future[T]] = deque()
-        for start in starts:
-            flight.append(pool.submit(work, start))
+        for item in items:
+            flight.append(pool.submit(work, item))
             if len(flight) >= 2 * threads:
                 yield flight.popleft().result()
         while flight:

@@ -20,7 +20,6 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
-import zarr
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -38,7 +37,7 @@ from rich.text import Text
 from batteryct.classes import ANALYSIS_CLASSES
 from batteryct.data.slices import ORIENTATIONS
 from batteryct.errors import BatteryCTError, ConfigError
-from batteryct.io import export_tiff, open_volume
+from batteryct.io import export_tiff, open_volume, open_zarr_for_writing
 from batteryct.outfolder import write_json_atomic
 from batteryct.predict.checkpoint import TrainedModel, load_trained_model
 from batteryct.predict.engine import InferenceSettings, SlidingWindowEngine
@@ -372,7 +371,7 @@ def _segment(
 
     def array(name: str) -> Any:
         if name not in arrays:
-            arrays[name] = zarr.open_array(str(work / f"{name}.zarr"), mode="r+")
+            arrays[name] = open_zarr_for_writing(work / f"{name}.zarr")
         return arrays[name]
 
     def work_on(unit: _Unit, device: torch.device, wait: bool = False) -> int:

@@ -25,13 +25,16 @@ from zarr.codecs import ZstdCodec
 
 from batteryct.errors import ConfigError
 from batteryct.greyvalues import GreyScale
-from batteryct.io import Volume
+from batteryct.io import Volume, open_zarr_for_writing
 from batteryct.locks import FileLock
 from batteryct.predict.engine import SlidingWindowEngine
 from batteryct.predict.engine import entropy_uint8 as engine_entropy
 
 AXIS_INDEX = {"depth": 0, "rows": 1, "cols": 2}
-CHUNK_EDGE = 256
+CHUNK_EDGES = (256, 64, 1024)
+"""Chunk edges (depth, rows, cols) off the predicted axis. Rows are as tall as post-processing's
+row slabs (`PostProcessSettings.slab_rows`), so it reads each chunk once; chunks are long in
+columns because zarr's cost per chunk exceeds that of decompressing 1 MiB (BENCHMARKS.md)."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ def slabs(size: int, thickness: int) -> list[tuple[int, int]]:
 
 def chunks_for(shape: tuple[int, int, int], axis: str, thickness: int) -> tuple[int, int, int]:
     """Chunks aligned with the slabs of `axis` (so slabs own whole chunks)."""
-    chunks = [min(CHUNK_EDGE, s) for s in shape]
+    chunks = [min(edge, s) for edge, s in zip(CHUNK_EDGES, shape, strict=True)]
     chunks[AXIS_INDEX[axis]] = min(thickness, shape[AXIS_INDEX[axis]])
     return (chunks[0], chunks[1], chunks[2])
 
@@ -111,7 +114,7 @@ def open_or_create(
             tmp.rename(path)
         except OSError:  # another process renamed its array into place first
             shutil.rmtree(tmp)
-    array = zarr.open_array(str(path), mode="r+")
+    array = open_zarr_for_writing(path)
     if tuple(array.shape) != tuple(shape) or array.dtype != np.dtype(dtype):
         raise ConfigError(
             f"{path} holds unfinished work of shape {tuple(array.shape)} ({array.dtype}), but "
