@@ -124,6 +124,31 @@ def test_post_processing_in_threads_equals_the_serial_pass(
         assert not (serial[9:21] > 0).any()
 
 
+class _CountingRows:
+    """A volume that counts how often each row is read."""
+
+    def __init__(self, volume: np.ndarray) -> None:
+        self.volume, self.shape = volume, volume.shape
+        self.reads = np.zeros(volume.shape[1], int)
+
+    def __getitem__(self, key: tuple[slice, slice, slice]) -> np.ndarray:
+        self.reads[key[1]] += 1
+        return self.volume[key]
+
+
+@pytest.mark.parametrize(("slab_rows", "halo"), [(4, 2), (3, 7), (40, 4), (5, 0)])
+def test_slabs_with_halo_read_every_row_once(slab_rows: int, halo: int) -> None:
+    volume = np.random.default_rng(0).integers(0, 5, (3, 17, 4)).astype(np.uint8)
+    source = _CountingRows(volume)
+    starts = []
+    for start, stop, low, block in post._slabs_with_halo(source, slab_rows, halo):
+        starts.append(start)
+        assert (stop, low) == (min(start + slab_rows, 17), max(start - halo, 0))
+        np.testing.assert_array_equal(block, volume[:, low : min(stop + halo, 17)])
+    assert starts == list(range(0, 17, slab_rows))
+    assert (source.reads == 1).all()
+
+
 def test_results_come_back_in_order_with_bounded_work_in_flight() -> None:
     started: list[int] = []
 
