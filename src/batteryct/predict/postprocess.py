@@ -139,7 +139,7 @@ def postprocess_scan(
             m[start : start + found.shape[0]] = found
     found = not np.isnan(maps[1]).all()
     if found:
-        smoothed = [_fill_and_smooth(m, settings.smooth_columns) for m in maps]
+        smoothed = list(_in_order(lambda m: _fill_and_smooth(m, settings.smooth_columns), maps))
     else:  # no electrolyte gap anywhere: cut the volume into two halves, as the paper did
         log.warning("no separate electrode layers in %s; splitting at half depth", network_labels)
         half = np.full(shape[1:], (shape[0] - 1) / 2)
@@ -149,6 +149,7 @@ def postprocess_scan(
     plating_at_end = cell.plating_side == "end"
     margin = settings.band_margin_um / cell.voxel_size_um
     halo = max(settings.min_component_voxels - 1, 0)
+    side_table = _side_table(lookup)
 
     def slab(item: tuple[int, int, int, np.ndarray]) -> SlabResult:
         start, stop, low, block = item
@@ -156,7 +157,7 @@ def postprocess_scan(
         rows = slice(low, high)
         out = _split_by_side(
             block,
-            lookup,
+            side_table,
             outer1[rows],
             outer2[rows],
             middle[rows],
@@ -258,35 +259,44 @@ def _naive_analysis(block: np.ndarray, lookup: dict[str, int]) -> np.ndarray:
     return out
 
 
+def _side_table(lookup: dict[str, int]) -> np.ndarray:
+    """(3, network classes) analysis id of each network class outside the cell, on the
+    stripping side and on the plating side; background where the class is not allowed."""
+    ids = {name: class_id(ANALYSIS_CLASSES, name) for name in ANALYSIS_CLASSES.values()}
+    allowed = {  # network class: its analysis class on the stripping side, on the plating side
+        "electrode": ("stripping_electrode", "plating_electrode"),
+        "deposited_li": ("redeposited_li", "deposited_li"),
+        "dendrite": (None, "dendrite"),
+        "pit": ("pit", None),
+    }
+    table = np.zeros((3, max(lookup.values()) + 1), np.uint8)
+    for name, targets in allowed.items():
+        for side, target in enumerate(targets, start=1):
+            if name in lookup and target is not None:
+                table[side, lookup[name]] = ids[target]
+    return table
+
+
 def _split_by_side(
     block: np.ndarray,
-    lookup: dict[str, int],
+    table: np.ndarray,
     outer1: np.ndarray,
     outer2: np.ndarray,
     middle: np.ndarray,
     plating_at_end: bool,
     margin: float,
 ) -> np.ndarray:
+    """Analysis labels of a block of network labels: each voxel's side (0 outside the cell, 1
+    stripping side, 2 plating side) and network class looked up in `_side_table`."""
     d = np.arange(block.shape[0], dtype=float)[:, None, None]
     second_half = d > middle[None]
     plating_side = second_half if plating_at_end else ~second_half
     in_cell = (d >= outer1[None] - margin) & (d <= outer2[None] + margin)
-    ids = {name: class_id(ANALYSIS_CLASSES, name) for name in ANALYSIS_CLASSES.values()}
-    out = np.zeros(block.shape, np.uint8)
-
-    def where(name: str) -> np.ndarray:
-        cid = lookup.get(name)
-        return np.zeros(block.shape, bool) if cid is None else (block == cid) & in_cell
-
-    electrode = where("electrode")
-    out[electrode & plating_side] = ids["plating_electrode"]
-    out[electrode & ~plating_side] = ids["stripping_electrode"]
-    deposited = where("deposited_li")
-    out[deposited & plating_side] = ids["deposited_li"]
-    out[deposited & ~plating_side] = ids["redeposited_li"]
-    out[where("dendrite") & plating_side] = ids["dendrite"]
-    out[where("pit") & ~plating_side] = ids["pit"]
-    return out
+    index = in_cell.astype(np.uint8)
+    index += in_cell & plating_side
+    index *= np.uint8(table.shape[1])
+    index += block
+    return np.take(table.ravel(), index)
 
 
 def _small_components(
@@ -347,18 +357,28 @@ def _small_components(
 
 def _in_uniform_cube(block: np.ndarray, side: int) -> np.ndarray:
     """Mask of the voxels that lie in a cube of side × side × side voxels of one value (a cube's
-    voxels are all 26-connected, so they belong to a component of at least side³ voxels)."""
+    voxels are all 26-connected, so they belong to a component of at least side³ voxels).
+
+    Found one axis at a time: uniform runs of `side` voxels along columns, squares of uniform
+    runs with equal first voxels along rows, then cubes of such squares along depth."""
     anchors = tuple(n - side + 1 for n in block.shape)
     if min(anchors) < 1:
         return np.zeros(block.shape, bool)
-    corner = block[tuple(slice(0, n) for n in anchors)]
-    uniform = np.ones(anchors, bool)
-    same = np.empty(anchors, bool)
-    for offset in itertools.product(range(side), repeat=3):
-        if any(offset):
-            view = block[tuple(slice(o, o + n) for o, n in zip(offset, anchors, strict=True))]
-            np.equal(view, corner, out=same)
-            uniform &= same
+    uniform: np.ndarray | None = None  # uniform runs, then squares, then cubes, per anchor
+    values = block
+    for axis in (2, 1, 0):
+        length = anchors[axis]
+        first = _along(values, axis, 0, length)
+        grown = np.ones(first.shape, bool)
+        for step in range(1, side):
+            grown &= _along(values, axis, step, length) == first
+            if uniform is not None:
+                grown &= _along(uniform, axis, step, length)
+        if uniform is not None:
+            grown &= _along(uniform, axis, 0, length)
+        uniform = grown
+        values = first
+    assert uniform is not None
     spread = uniform
     for axis in range(3):  # every voxel of each uniform cube, one axis at a time
         shape = list(spread.shape)
@@ -370,6 +390,13 @@ def _in_uniform_cube(block: np.ndarray, side: int) -> np.ndarray:
             grown[tuple(index)] |= spread
         spread = grown
     return spread
+
+
+def _along(array: np.ndarray, axis: int, start: int, length: int) -> np.ndarray:
+    """`length` entries of `array` along `axis` from `start` (a view)."""
+    index = [slice(None)] * array.ndim
+    index[axis] = slice(start, start + length)
+    return array[tuple(index)]
 
 
 _NEIGHBOURS = [o for o in itertools.product((-1, 0, 1), repeat=3) if any(o)]
