@@ -28,13 +28,14 @@ fi
 export PYTHONPATH="$PWD/src:$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
 python=${PYTHON:-python3}
 if [ "${1:-}" = "--tiny" ]; then
-    pipeline=(--device cpu --shape 64 8 192 --axis rows --window 64 --net resunet7 --slab 4)
+    pipeline=(--device cpu --shape 64 8 192 --axis rows --window 64 --net resunet7 --slab 4
+              --repeats 1)
     engine=(--device cpu --window 64 --slices 2 --repeats 1)
     limit=300
 else
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
     pipeline=(--device cuda --shape 698 192 3896 --axis rows --window 512 --net resunet7
-              --precision bf16 --batch-size 32 --slices-per-batch 8 --slab 32)
+              --precision bf16 --batch-size 32 --slices-per-batch 8 --slab 32 --repeats 1)
     engine=(--device cuda --window 512 --slices 32 --repeats 2)
     limit=200
 fi

@@ -54,6 +54,9 @@ T = TypeVar("T")
 SlabResult = tuple[int, int, np.ndarray, int]
 """A post-processed slab: first and end row, its analysis labels, small-component voxels."""
 UNMAPPED = 255
+LABELS_CHUNK_DEPTH = 64
+"""Chunk depth of the analysis labels: 4 MiB chunks of a paper-size scan (zarr's cost per chunk
+is about a millisecond), read 64 slices at a time by TIFF export."""
 """Analysis label of a network class the analysis scheme lacks (post-processing off only)."""
 
 
@@ -187,10 +190,11 @@ def postprocess_scan(
 
 
 def _slab_chunks(shape: tuple[int, ...], slab_rows: int) -> tuple[int, int, int]:
-    """Chunks of the analysis labels: each lies within one slab's rows, so slabs are written
-    as whole chunks (a chunk shared by two slabs would be read back and rewritten)."""
+    """Chunks of the analysis labels: `slab_rows` rows tall, so each slab is written as whole
+    chunks (a chunk shared by two slabs would be read back and rewritten); LABELS_CHUNK_DEPTH
+    deep and CHUNK_EDGES long, a few MiB."""
     return (
-        min(CHUNK_EDGES[0], shape[0]),
+        min(LABELS_CHUNK_DEPTH, shape[0]),
         min(slab_rows, shape[1]),
         min(CHUNK_EDGES[2], shape[2]),
     )
