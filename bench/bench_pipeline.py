@@ -42,18 +42,23 @@ TRIVIAL = {"_target_": "torch.nn.Conv2d", "in_channels": 1, "out_channels": 5, "
 STAGES = ("read", "network", "blend", "softmax_entropy_argmax", "write", "postprocess")
 
 
-def synthetic_cell(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
-    """uint8 grey values: electrode layers at both ends of the depth axis, single-voxel
-    grains between them (small components for post-processing to remove) and noise."""
-    rng = np.random.default_rng(seed)
+def write_synthetic_cell(path: Path, shape: tuple[int, int, int], seed: int = 0) -> Path:
+    """A uint8 zarr volume: electrode layers at both ends of the depth axis, single-voxel grains
+    between them (small components for post-processing to remove) and noise; written 16 slices
+    at a time, so the benchmark's peak memory is the pipeline's."""
+    from batteryct.io import create_zarr
+
     depth = shape[0]
-    image = np.full(shape, 60, np.uint8)
-    image[: depth // 4] = 215
-    image[-(depth // 4) :] = 215
-    image += rng.integers(0, 40, shape, dtype=np.uint8)
-    grains = rng.random(shape) < 0.002
-    image[grains] = 140
-    return image
+    array = create_zarr(path, shape, np.uint8)
+    for start in range(0, depth, 16):
+        rng = np.random.default_rng((seed, start))
+        slices = np.arange(start, min(start + 16, depth))
+        electrode = (slices < depth // 4) | (slices >= depth - depth // 4)
+        block = np.where(electrode, 215, 60).astype(np.uint8)[:, None, None]
+        block = block + rng.integers(0, 40, (len(slices), *shape[1:]), dtype=np.uint8)
+        block[rng.random(block.shape) < 0.002] = 140
+        array[start : start + len(slices)] = block
+    return path
 
 
 def write_checkpoint(path: Path, net_name: str, window: int, orientation: str) -> Path:
@@ -265,7 +270,6 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from batteryct.io import write_zarr
     from batteryct.series import Cell, Scan, Series, save_series
 
     name = (
@@ -286,7 +290,7 @@ def main() -> None:
         folder = Path(tmp)
         orientation = "in_plane" if args.axis == "depth" else "cross_section"
         ckpt = write_checkpoint(folder / "bench.ckpt", args.net, args.window, orientation)
-        volume = write_zarr(folder / "image.zarr", synthetic_cell(shape))
+        volume = write_synthetic_cell(folder / "image.zarr", shape)
         cell = Cell(voxel_size_um=1.33, plating_side="end")
         scans = [Scan("scan", volume, 0.0, "pristine")]
         series = save_series(Series(cell, {0: "background"}, scans), folder / "series.yaml")
