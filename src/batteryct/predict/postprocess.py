@@ -216,9 +216,8 @@ def _slabs_with_halo(
             read_to = min(read_to + slab_rows, size)
         while held[0][0] + held[0][1].shape[1] <= low:
             held.popleft()
-        first = held[0][0]
-        rows = np.concatenate([block for _, block in held], axis=1) if len(held) > 1 else held[0][1]
-        yield start, stop, low, rows[:, low - first : high - first]
+        parts = [block[:, max(low - first, 0) : high - first] for first, block in held]
+        yield start, stop, low, parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
 
 
 def check_postprocess(class_names: list[str], cell: Cell, settings: PostProcessSettings) -> None:
