@@ -57,6 +57,7 @@ def test_labels_and_entropy_from_the_logits_equal_those_of_the_softmax() -> None
     logits[1, 3, 5:10] = 200.0
     probs = torch.softmax(logits, dim=1)
     result = from_logits(logits.clone(), entropy=True, probabilities=True)
+    assert result.labels.dtype == result.entropy.dtype == torch.uint8
     assert torch.equal(result.labels, argmax_uint8(probs))
     assert (result.labels[0] == 2).all()
     assert torch.equal(result.probabilities, quantised(probs))

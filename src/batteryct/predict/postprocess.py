@@ -54,10 +54,10 @@ T = TypeVar("T")
 SlabResult = tuple[int, int, np.ndarray, int]
 """A post-processed slab: first and end row, its analysis labels, small-component voxels."""
 UNMAPPED = 255
+"""Analysis label of a network class the analysis scheme lacks (post-processing off only)."""
 LABELS_CHUNK_DEPTH = 64
 """Chunk depth of the analysis labels: 4 MiB chunks of a paper-size scan (zarr's cost per chunk
 is about a millisecond), read 64 slices at a time by TIFF export."""
-"""Analysis label of a network class the analysis scheme lacks (post-processing off only)."""
 
 
 @dataclass(frozen=True)
