@@ -39,7 +39,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_predict import CLASSES, PAPER_SCAN, RESUNET7
 
 TRIVIAL = {"_target_": "torch.nn.Conv2d", "in_channels": 1, "out_channels": 5, "kernel_size": 1}
-STAGES = ("read", "network", "blend", "softmax_entropy_argmax", "write", "postprocess")
 
 
 def write_synthetic_cell(path: Path, shape: tuple[int, int, int], seed: int = 0) -> Path:

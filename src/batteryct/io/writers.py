@@ -60,10 +60,10 @@ def create_zarr(
         compressors=ZstdCodec(level=ZSTD_LEVEL),
         zarr_format=3,
     )
-    return storing_every_chunk(array)
+    return _storing_every_chunk(array)
 
 
-def storing_every_chunk(array: zarr.Array) -> zarr.Array:
+def _storing_every_chunk(array: zarr.Array) -> zarr.Array:
     """`array` set to store every chunk written to it, fill values only or not.
 
     zarr otherwise compares each chunk with the fill value before storing it, which costs
@@ -73,8 +73,8 @@ def storing_every_chunk(array: zarr.Array) -> zarr.Array:
 
 
 def open_zarr_for_writing(path: str | os.PathLike[str]) -> zarr.Array:
-    """The zarr array at `path`, opened to be written in place (see `storing_every_chunk`)."""
-    return storing_every_chunk(zarr.open_array(str(path), mode="r+"))
+    """The zarr array at `path`, opened to be written in place (see `_storing_every_chunk`)."""
+    return _storing_every_chunk(zarr.open_array(str(path), mode="r+"))
 
 
 def write_zarr(
