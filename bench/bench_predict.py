@@ -91,11 +91,12 @@ def network_gflop(window: int) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def ceiling(window: int, device: str, monai_voxels_per_s: float) -> None:
-    """How fast any engine could be here: the network's FLOPs at the device's bf16 GEMM peak,
-    as a ratio to MONAI's default usage (measured in the same run)."""
+def ceiling(window: int, device: str, monai_voxels_per_s: float, gemm_size: int) -> None:
+    """How fast any engine could be here: the network's FLOPs at the device's bf16 GEMM peak
+    (gemm_size × gemm_size products), as a ratio to MONAI's default usage (measured in the same
+    run)."""
     flop = network_gflop(window)
-    peaks = {name: gemm_gflops(dtype, device) for name, dtype in PEAK_DTYPES.items()}
+    peaks = {name: gemm_gflops(dtype, device, gemm_size) for name, dtype in PEAK_DTYPES.items()}
     windows_per_s = monai_voxels_per_s / (2 * window * window) * WINDOWS_PER_SLICE
     monai_rate = windows_per_s * flop
     print(f"resunet7: {flop:.2f} GFLOP per {window} × {window} window")
@@ -111,7 +112,7 @@ def ceiling(window: int, device: str, monai_voxels_per_s: float) -> None:
 
 
 def throughput(
-    window: int, n_slices: int, device: str, repeats: int, compile_too: bool
+    window: int, n_slices: int, device: str, repeats: int, compile_too: bool, gemm_size: int
 ) -> dict[str, float]:
     from batteryct.predict.engine import InferenceSettings, SlidingWindowEngine, bf16_supported
 
@@ -142,7 +143,7 @@ def throughput(
         results[name] = voxels / seconds
         print(f"{name:24s} {voxels / seconds / 1e6:8.3f} Mvoxel/s  ({seconds:.2f} s)", flush=True)
     base = results["monai_default_fp32"]
-    ceiling(window, device, base)
+    ceiling(window, device, base, gemm_size)
     for name in list(results):
         if name.startswith("batteryct_"):
             print(f"ratio {name} / monai_default_fp32: {results[name] / base:.2f}x")
@@ -244,6 +245,12 @@ def main() -> None:
     parser.add_argument("--memory-window", type=int, default=128)
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile run")
+    parser.add_argument(
+        "--gemm-size",
+        type=int,
+        default=4096,
+        help="matrix edge of the peak GEMM (small on a CPU without bf16: emulated, it is slow)",
+    )
     args = parser.parse_args()
     device = (
         torch.cuda.get_device_name()
@@ -252,7 +259,9 @@ def main() -> None:
     )
     threads = torch.get_num_threads()
     print(f"device: {args.device} ({device}), torch {torch.__version__}, threads {threads}")
-    throughput(args.window, args.slices, args.device, args.repeats, not args.no_compile)
+    throughput(
+        args.window, args.slices, args.device, args.repeats, not args.no_compile, args.gemm_size
+    )
     if not args.skip_memory:
         with tempfile.TemporaryDirectory() as tmp:
             peak_memory(args.memory_window, *args.memory_shape, Path(tmp))

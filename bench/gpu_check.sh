@@ -4,15 +4,8 @@
 #
 # Runs on a bare GPU machine that has PyTorch, Lightning and torchmetrics: the packages it
 # lacks travel as wheels in bench/wheels/ (git-ignored, about 12 MB). Build them once where pip
-# reaches the index, for the GPU machine's Python (3.12 here):
-#
-#   P="--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64"
-#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
-#       --implementation cp $P -d bench/wheels monai==1.6.1 hydra-core==1.3.8 \
-#       omegaconf==2.3.1 zarr==3.1.6 numcodecs==0.16.6 donfig==0.8.1.post1 google-crc32c==1.9.0
-#   python3 -m pip wheel --no-deps -w bench/wheels antlr4-python3-runtime==4.9.3  # sdist only
-#
-# then run it there with bench/wheels carried along (the device tool: carry=["bench/wheels"]):
+# reaches the index, for the GPU machine's Python (3.12 there): `bash bench/gpu_wheels.sh`.
+# Then run it there with bench/wheels carried along (the device tool: carry=["bench/wheels"]):
 #
 #   bash bench/gpu_check.sh            # on the GPU, results in $OUT (or ./gpu_check_out)
 #   bash bench/gpu_check.sh --tiny     # a tiny CPU run of the same steps, to check the script
@@ -30,7 +23,7 @@ python=${PYTHON:-python3}
 if [ "${1:-}" = "--tiny" ]; then
     pipeline=(--device cpu --shape 64 8 192 --axis rows --window 64 --net resunet7 --slab 4
               --repeats 1)
-    engine=(--device cpu --window 64 --slices 2 --repeats 1)
+    engine=(--device cpu --window 64 --slices 2 --repeats 1 --gemm-size 256)
     limit=300
 else
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
