@@ -116,6 +116,7 @@ def time_split(args: argparse.Namespace, folder: Path, series: Path, ckpt: Path)
         block_key,
         chunks_for,
         open_or_create,
+        read_block,
         segment_block,
         slabs,
     )
@@ -161,6 +162,14 @@ def time_split(args: argparse.Namespace, folder: Path, series: Path, ckpt: Path)
         PostProcessSettings(),
     )
     totals["postprocess"] = time.perf_counter() - start_post
+    start_slabs = time.perf_counter()  # the peer: each slab read on its own
+    for unit in units:
+        read_block(image, args.axis, unit.start, unit.stop, scale)
+    read_by_slab = time.perf_counter() - start_slabs
+    print(
+        f"read in bands of whole chunks {totals['read']:.2f} s, slab by slab "
+        f"{read_by_slab:.2f} s ({read_by_slab / totals['read']:.1f}x)"
+    )
     split = {
         "read": totals["read"],
         "network": totals["network"],
