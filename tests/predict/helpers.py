@@ -26,7 +26,9 @@ from tests.training.helpers import ROOT
 QUIET = Console(quiet=True)
 
 
-def predict(ckpt: Path, series: Path, out: Path, **settings: object) -> Series | None:
+def predict(
+    ckpt: Path, series: Path, out: Path, console: Console = QUIET, **settings: object
+) -> Series | None:
     """predict_series in this process: two scans, slabs of 8, entropy maps, fp32."""
     defaults = {"scans": ("scan_00", "scan_12"), "slab": 8, "outputs": Outputs(entropy=True)}
     defaults.update(settings)
@@ -38,7 +40,7 @@ def predict(ckpt: Path, series: Path, out: Path, **settings: object) -> Series |
         PredictSettings(**defaults),
         PostProcessSettings(),
         predict_trainer(),
-        console=QUIET,
+        console=console,
     )
 
 

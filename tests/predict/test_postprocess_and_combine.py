@@ -163,3 +163,23 @@ def test_combined_classes_need_binary_models() -> None:
     assert names == ["background", "deposited_li", "electrode", "pit"]
     with pytest.raises(Exception, match="a binary model"):
         combined_classes([Model(NETWORK, "x")], None, ())
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_post_processing_reports_each_stage_slab_by_slab(tmp_path: Path, enabled: bool) -> None:
+    network = np.zeros((12, 10, 7), np.uint8)
+    network[:3] = network[-3:] = 4  # electrode layers at both ends
+    write_zarr(tmp_path / "net.zarr", network)
+    heard: list[tuple[str, int]] = []
+    postprocess_scan(
+        tmp_path / "net.zarr",
+        tmp_path / "out.zarr",
+        NETWORK,
+        Cell(voxel_size_um=SMALL_VOXEL_UM, plating_side="end"),
+        PostProcessSettings(enabled=enabled, slab_rows=3),
+        lambda stage, voxels: heard.append((stage, voxels)),
+    )
+    stages = ["interfaces", "post-processing"] if enabled else ["post-processing"]
+    assert [stage for stage, _ in heard] == [s for s in stages for _ in range(4)]  # 10 rows / 3
+    for stage in stages:
+        assert [v for s, v in heard if s == stage] == [3 * 12 * 7] * 3 + [12 * 7]

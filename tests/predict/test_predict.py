@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 from pathlib import Path
@@ -88,10 +89,16 @@ def test_a_finished_scan_is_skipped(
     small_checkpoint: Path, small_series_dir: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    predict(small_checkpoint, small_series_dir / "series.yaml", out, scans=("scan_00",))
+    first, again = Console(record=True, width=200), Console(record=True, width=200)
+    predict(small_checkpoint, small_series_dir / "series.yaml", out, first, scans=("scan_00",))
     stamp = (out / "labels" / "scan_00.zarr" / "zarr.json").stat().st_mtime_ns
-    predict(small_checkpoint, small_series_dir / "series.yaml", out, scans=("scan_00",))
+    predict(small_checkpoint, small_series_dir / "series.yaml", out, again, scans=("scan_00",))
     assert (out / "labels" / "scan_00.zarr" / "zarr.json").stat().st_mtime_ns == stamp
+    shown, shown_again = first.export_text(), again.export_text()
+    for stage in ("interfaces", "post-processing"):  # the stages of post-processing show
+        assert re.search(rf"scan_00 {stage} .* 100%", shown)
+        assert stage not in shown_again
+    assert "scan_00: already segmented, skipped" in shown_again
 
 
 def test_killed_prediction_resumes_to_byte_identical_output(

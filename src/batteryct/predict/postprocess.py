@@ -117,10 +117,20 @@ def postprocess_scan(
     class_names: list[str],
     cell: Cell,
     settings: PostProcessSettings,
+    advance: Callable[[str, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Write the 7-class analysis labels of a network label volume; return what was found."""
+    """Write the 7-class analysis labels of a network label volume; return what was found.
+
+    `advance(stage, voxels)`, when given, hears of each row slab done: in stage "interfaces",
+    then in stage "post-processing", each adding up to the volume's voxels."""
     source = zarr.open_array(str(network_labels), mode="r")
     shape = tuple(source.shape)
+    plane_voxels = shape[0] * shape[2]
+
+    def done(stage: str, rows: int) -> None:
+        if advance is not None:
+            advance(stage, rows * plane_voxels)
+
     target = open_or_create(output, shape, _slab_chunks(shape, settings.slab_rows), "uint8")
     check_postprocess(class_names, cell, settings)
     if not settings.enabled:
@@ -128,6 +138,7 @@ def postprocess_scan(
         for start in range(0, shape[1], settings.slab_rows):
             block = source[:, start : start + settings.slab_rows, :]
             target[:, start : start + settings.slab_rows, :] = _naive_analysis(block, lookup)
+            done("post-processing", block.shape[1])
         return {"enabled": False}
     lookup = _network_lookup(class_names)
     electrode_id = lookup["electrode"]
@@ -140,6 +151,7 @@ def postprocess_scan(
     for start, found_maps in _in_order(interfaces, range(0, shape[1], settings.slab_rows)):
         for m, found in zip(maps, found_maps, strict=True):
             m[start : start + found.shape[0]] = found
+        done("interfaces", found_maps[0].shape[0])
     found = not np.isnan(maps[1]).all()
     if found:
         smoothed = list(_in_order(lambda m: _fill_and_smooth(m, settings.smooth_columns), maps))
@@ -179,6 +191,7 @@ def postprocess_scan(
     for start, stop, out, count in _in_order(slab, slabs):
         target[:, start:stop, :] = out
         removed += count
+        done("post-processing", stop - start)
     return {
         "enabled": True,
         "plating_side": cell.plating_side,

@@ -222,6 +222,7 @@ def _segment_all(
                             settings,
                             postprocess,
                             started,
+                            console,
                         )
                     except OSError as err:
                         _raise_if_disk_full(err, folder.out, scan.id)
@@ -473,6 +474,19 @@ def _tracked(work: Any, bar: Progress, task: TaskID, unit: _Unit, device: torch.
     return voxels
 
 
+def _stage_tasks(bar: Progress, scan_id: str, voxels: int) -> Callable[[str, int], None]:
+    """An `advance(stage, voxels done)` that shows each stage as a task of `bar`, out of the
+    scan's `voxels`."""
+    tasks: dict[str, TaskID] = {}
+
+    def advance(stage: str, done: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(f"{scan_id} {stage}", total=voxels)
+        bar.advance(tasks[stage], done)
+
+    return advance
+
+
 class _VoxelRate(ProgressColumn):
     """Throughput of the running task in voxels per second."""
 
@@ -515,20 +529,24 @@ def _finish_scan(
     settings: PredictSettings,
     postprocess: PostProcessSettings,
     started: float,
+    console: Console,
 ) -> dict[str, Any]:
     """Post-process, publish by renaming, export, record the scan as finished (rank 0, holding
     the scan's lock exclusively). Finishes a publication that a stopped job began."""
     scan, image = scan_input.scan, scan_input.image
     out, work = folder.out, folder.work(scan.id)
+    voxels = int(np.prod(image.shape))
     publishing = work / PUBLISHING
     if not publishing.exists():
-        report = postprocess_scan(
-            work / "labels_net.zarr",
-            work / "labels.zarr",
-            model.class_names,
-            series.cell,
-            postprocess,
-        )
+        with _progress(console, True) as bar:
+            report = postprocess_scan(
+                work / "labels_net.zarr",
+                work / "labels.zarr",
+                model.class_names,
+                series.cell,
+                postprocess,
+                _stage_tasks(bar, scan.id, voxels),
+            )
         if settings.outputs.entropy:
             ranking = out / "uncertainty" / f"{scan.id}_slices.csv"
             rank_slices(work / "entropy.zarr", ranking, scan.id)
@@ -552,7 +570,6 @@ def _finish_scan(
             voxel_size_um=series.cell.voxel_size_um,
         )
     seconds = time.perf_counter() - started
-    voxels = int(np.prod(image.shape))
     summary = {
         "scan": scan.id,
         "seconds": seconds,
