@@ -1,9 +1,10 @@
 """Reading and writing in threads, overlapped with the engine's work on the current unit.
 
-`ReadAhead` reads the next unit's slices while the current one is segmented; `BackgroundWriter`
-writes a unit's outputs (one thread per output array: zstd compression releases the GIL) while
-the next unit is segmented, then records the unit as done and releases its lock. At most one
-unit is read ahead and one written behind, so memory stays that of a few slabs.
+`ReadAhead` reads the image in bands of whole chunks, the next band while the units of the
+current one are segmented; `BackgroundWriter` writes a unit's outputs (one thread per output
+array: zstd compression releases the GIL) while the next unit is segmented, then records the
+unit as done and releases its lock. At most two bands are held and one unit written behind, so
+memory stays that of two bands and a few slabs.
 """
 
 from __future__ import annotations
