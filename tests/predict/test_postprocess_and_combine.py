@@ -180,6 +180,6 @@ def test_post_processing_reports_each_stage_slab_by_slab(tmp_path: Path, enabled
         lambda stage, voxels: heard.append((stage, voxels)),
     )
     stages = ["interfaces", "post-processing"] if enabled else ["post-processing"]
-    assert [stage for stage, _ in heard] == [s for s in stages for _ in range(4)]  # 10 rows / 3
-    for stage in stages:
-        assert [v for s, v in heard if s == stage] == [3 * 12 * 7] * 3 + [12 * 7]
+    assert [stage for stage, _ in heard] == [s for s in stages for _ in range(5)]  # 10 rows / 3
+    for stage in stages:  # its start, then its slabs
+        assert [v for s, v in heard if s == stage] == [0] + [3 * 12 * 7] * 3 + [12 * 7]

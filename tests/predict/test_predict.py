@@ -14,6 +14,7 @@ import torch
 import zarr
 from hydra.utils import instantiate
 from rich.console import Console
+from rich.progress import Progress
 
 from batteryct.classes import ANALYSIS_CLASSES
 from batteryct.data.slices import AXES
@@ -353,3 +354,18 @@ def test_the_console_says_which_axes_are_averaged(
     assert "model trained on both slices: predicting along depth + rows + cols" in text
     manifest = load_series(tmp_path / "out" / "series.yaml")
     assert manifest.metadata["prediction"]["scans"]["scan_00"]["axes"] == list(AXES)
+
+
+def test_the_progress_rate_is_voxels_done_over_the_time_since_the_task_started() -> None:
+    now = [0.0]
+    bar = Progress(get_time=lambda: now[0])
+    task = bar.add_task("scan_00 post-processing", total=4e6)
+    rate = run_module._VoxelRate()
+    assert rate.render(bar.tasks[0]).plain == "-"
+    now[0] = 2.0
+    bar.advance(task, 1e6)  # one slab after 2 s
+    assert rate.render(bar.tasks[0]).plain == "0.50 Mvoxel/s"
+    now[0] = 4.0
+    bar.advance(task, 3e6)  # the rest, finished at 4 s
+    now[0] = 100.0
+    assert rate.render(bar.tasks[0]).plain == "1.00 Mvoxel/s"  # the rate when it finished

@@ -121,8 +121,9 @@ def postprocess_scan(
 ) -> dict[str, Any]:
     """Write the 7-class analysis labels of a network label volume; return what was found.
 
-    `advance(stage, voxels)`, when given, hears of each row slab done: in stage "interfaces",
-    then in stage "post-processing", each adding up to the volume's voxels."""
+    `advance(stage, voxels)`, when given, hears of each stage's start (0 voxels) and of each
+    row slab done: in stage "interfaces", then in stage "post-processing", each adding up to
+    the volume's voxels."""
     source = zarr.open_array(str(network_labels), mode="r")
     shape = tuple(source.shape)
     plane_voxels = shape[0] * shape[2]
@@ -134,6 +135,7 @@ def postprocess_scan(
     target = open_or_create(output, shape, _slab_chunks(shape, settings.slab_rows), "uint8")
     check_postprocess(class_names, cell, settings)
     if not settings.enabled:
+        done("post-processing", 0)
         lookup = {name: i for i, name in enumerate(class_names)}
         for start in range(0, shape[1], settings.slab_rows):
             block = source[:, start : start + settings.slab_rows, :]
@@ -148,6 +150,7 @@ def postprocess_scan(
         block = np.asarray(source[:, start : start + settings.slab_rows, :])
         return start, find_interfaces(block == electrode_id)
 
+    done("interfaces", 0)
     for start, found_maps in _in_order(interfaces, range(0, shape[1], settings.slab_rows)):
         for m, found in zip(maps, found_maps, strict=True):
             m[start : start + found.shape[0]] = found
@@ -187,6 +190,7 @@ def postprocess_scan(
         return start, stop, out[:, core], int(small[:, core].sum())
 
     removed = 0
+    done("post-processing", 0)
     slabs = _slabs_with_halo(source, settings.slab_rows, halo)
     for start, stop, out, count in _in_order(slab, slabs):
         target[:, start:stop, :] = out

@@ -488,11 +488,14 @@ def _stage_tasks(bar: Progress, scan_id: str, voxels: int) -> Callable[[str, int
 
 
 class _VoxelRate(ProgressColumn):
-    """Throughput of the running task in voxels per second."""
+    """Mean throughput of a task: its voxels done over the time since it started (rich's own
+    speed, from the last few advances, is meaningless for a task of one or two slabs)."""
 
     def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text("-" if speed is None else f"{speed / 1e6:.2f} Mvoxel/s")
+        seconds = task.finished_time if task.finished else task.elapsed
+        if not seconds or not task.completed:
+            return Text("-")
+        return Text(f"{task.completed / seconds / 1e6:.2f} Mvoxel/s")
 
 
 def _progress(console: Console, visible: bool) -> Progress:
