@@ -66,6 +66,9 @@ def test_labels_and_entropy_from_the_logits_equal_those_of_the_softmax() -> None
     assert (result.entropy[1, 5:10] == 0).all()
 
 
+_labelled = post._small_components_labelled
+
+
 def _reference_small_components(block: np.ndarray, min_voxels: int) -> np.ndarray:
     """Components (26-connected, per class) under `min_voxels`, labelled over the whole volume."""
     small = np.zeros(block.shape, bool)
@@ -190,11 +193,21 @@ def test_interfaces_in_one_pass_match_a_column_by_column_search(seed: int) -> No
 
 @pytest.mark.parametrize("min_voxels", [2, 5, 8, 9, 27])
 @pytest.mark.parametrize("open_ends", [(False, False), (True, False), (True, True)])
+@pytest.mark.parametrize("way", ["candidate graph", "whole labelling"])
 def test_small_components_match_scipy_labelling(
-    min_voxels: int, open_ends: tuple[bool, bool]
+    monkeypatch: pytest.MonkeyPatch, min_voxels: int, open_ends: tuple[bool, bool], way: str
 ) -> None:
-    """The cube-and-graph search finds exactly the components that scipy's labelling of each
-    class finds under `min_voxels`, sparing those that touch an open row end."""
+    """Both ways, the cube-and-graph search and the labelling of a speckled slab whole, find
+    exactly the components that scipy's labelling of each class finds under `min_voxels`,
+    sparing those that touch an open row end."""
+    graph = way == "candidate graph"
+    monkeypatch.setattr(post, "GRAPH_MAX_CANDIDATES", 1.0 if graph else 0.0)
+    labelled = []
+    monkeypatch.setattr(
+        post,
+        "_small_components_labelled",
+        lambda *args: labelled.append(args) or _labelled(*args),
+    )
     rng = np.random.default_rng(min_voxels)
     block = np.zeros((14, 12, 16), np.uint8)
     block[:4] = 4  # a large component
@@ -210,3 +223,4 @@ def test_small_components_match_scipy_labelling(
     found = post._small_components(block, min_voxels, open_ends)
     assert expected.any()  # there are small components to find
     np.testing.assert_array_equal(found, expected)
+    assert bool(labelled) == (not graph and min_voxels > 1)
