@@ -5,6 +5,7 @@ from monai.networks.nets import UNet
 
 from batteryct.errors import ConfigError
 from batteryct.predict import InferenceSettings, SlidingWindowEngine
+from batteryct.predict.engine import CPU_BATCH_SIZE
 
 
 def _net() -> torch.nn.Module:
@@ -79,3 +80,21 @@ def test_bad_settings_are_named() -> None:
         InferenceSettings(precision="fp8")
     with pytest.raises(ConfigError, match="overlap"):
         InferenceSettings(overlap=1.5)
+    with pytest.raises(ConfigError, match="batch_size is 0"):
+        InferenceSettings(batch_size=0)
+
+
+@pytest.mark.parametrize(("asked", "expected"), [(None, CPU_BATCH_SIZE), (3, 3)])
+def test_windows_go_through_the_network_in_batches_of_the_batch_size(
+    asked: int | None, expected: int
+) -> None:
+    """Unset, the batch size is the CPU's default here; each forward pass takes that many
+    windows (the last one the rest)."""
+    engine = SlidingWindowEngine(_net(), (32, 32), InferenceSettings(batch_size=asked))
+    sizes: list[int] = []
+    network = engine.net
+    engine.net = lambda windows: sizes.append(len(windows)) or network(windows)
+    slices = torch.rand(4, 1, 40, 70)  # 2 × 3 windows a slice
+    engine.segment(slices)
+    assert engine.batch_size == expected
+    assert sizes == [expected] * (24 // expected) + ([24 % expected] if 24 % expected else [])
