@@ -272,7 +272,9 @@ def main() -> None:
     parser.add_argument("--axis", default="depth", choices=("depth", "rows", "cols"))
     parser.add_argument("--net", default="trivial", choices=("trivial", "resunet7"))
     parser.add_argument("--window", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="windows per forward pass (default: by device)"
+    )
     parser.add_argument("--slices-per-batch", type=int, default=4)
     parser.add_argument("--slab", type=int, default=16)
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))

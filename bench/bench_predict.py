@@ -1,9 +1,11 @@
 """Prediction benchmark: batteryct's engine against MONAI's default sliding-window usage.
 
-1. Throughput: the paper's `resunet7` (random weights, eval mode), the same slices, window and
-   25 % overlap, measured in the same process: MONAI's `sliding_window_inference` as usually
-   called (fp32, one window per forward pass) against batteryct's engine in fp32 (batched,
-   channels-last) and in its default precision (bf16 where the device supports it).
+1. Throughput: the paper's `resunet7` (random weights, eval mode), the same slices (already on
+   the device), window and 25 % overlap, measured in the same process, each giving what
+   prediction keeps, uint8 labels on the CPU: MONAI's `sliding_window_inference` as usually
+   called (fp32, one window per forward pass, then argmax) against batteryct's engine
+   (`segment`) in fp32 (batched, channels-last) and in its default precision (bf16 where the
+   device supports it).
 2. Memory: peak RSS of a whole out-of-core `predict_series` run on a volume and on one 4× larger
    (each in a fresh process), which must stay flat.
 
@@ -116,13 +118,14 @@ def throughput(
 ) -> dict[str, float]:
     from batteryct.predict.engine import InferenceSettings, SlidingWindowEngine, bf16_supported
 
-    slices = torch.rand(n_slices, 1, window, 2 * window)
+    slices = torch.rand(n_slices, 1, window, 2 * window, device=device)
     voxels = slices.numel()
     net = resunet7().to(device)
 
     def monai_default() -> None:
         with torch.no_grad():
-            sliding_window_inference(slices.to(device), (window, window), 1, net, overlap=0.25)
+            logits = sliding_window_inference(slices, (window, window), 1, net, overlap=0.25)
+            logits.argmax(1).to(torch.uint8).cpu()
 
     fp32 = SlidingWindowEngine(
         resunet7(), (window, window), InferenceSettings(precision="fp32"), device
@@ -134,11 +137,11 @@ def throughput(
     results = {"voxels": voxels, "bf16_native": bf16_supported(torch.device(device))}
     runs = [
         ("monai_default_fp32", monai_default),
-        ("batteryct_fp32", lambda: fp32.logits(slices)),
-        (f"batteryct_{auto.precision}", lambda: auto.logits(slices)),
+        ("batteryct_fp32", lambda: fp32.segment(slices)),
+        (f"batteryct_{auto.precision}", lambda: auto.segment(slices)),
     ]
     if compile_too:
-        runs.append((f"batteryct_{auto.precision}_compiled", lambda: compiled.logits(slices)))
+        runs.append((f"batteryct_{auto.precision}_compiled", lambda: compiled.segment(slices)))
     for name, seconds in timed_interleaved(runs, repeats).items():
         results[name] = voxels / seconds
         print(f"{name:24s} {voxels / seconds / 1e6:8.3f} Mvoxel/s  ({seconds:.2f} s)", flush=True)

@@ -28,7 +28,7 @@ if [ "${1:-}" = "--tiny" ]; then
 else
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
     pipeline=(--device cuda --shape 698 192 3896 --axis rows --window 512 --net resunet7
-              --precision bf16 --batch-size 32 --slices-per-batch 8 --slab 32 --repeats 1)
+              --repeats 1)
     engine=(--device cuda --window 512 --slices 32 --repeats 2)
     limit=200
 fi
