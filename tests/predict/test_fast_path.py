@@ -224,3 +224,18 @@ def test_small_components_match_scipy_labelling(
     assert expected.any()  # there are small components to find
     np.testing.assert_array_equal(found, expected)
     assert bool(labelled) == (not graph and min_voxels > 1)
+
+
+@pytest.mark.parametrize(("memory_slabs", "threads", "slots"), [(4, 8, 2), (100, 3, 3), (1, 4, 1)])
+def test_slabs_labelled_whole_at_once_fit_in_half_the_memory(
+    monkeypatch: pytest.MonkeyPatch, memory_slabs: int, threads: int, slots: int
+) -> None:
+    """As many speckled slabs are labelled at once as half the memory holds, at least one and
+    at most one per post-processing thread."""
+    slab_voxels = 1000
+    pages = memory_slabs * slab_voxels * post.LABELLING_BYTES_PER_VOXEL
+    monkeypatch.setattr(post.os, "sysconf", lambda name: 1 if name == "SC_PAGE_SIZE" else pages)
+    monkeypatch.setattr(post, "workers", lambda: threads)
+    semaphore = post.labelling_slots(slab_voxels)
+    taken = [semaphore.acquire(blocking=False) for _ in range(slots + 1)]
+    assert taken == [True] * slots + [False]

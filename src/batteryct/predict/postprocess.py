@@ -31,9 +31,11 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -61,6 +63,9 @@ GRAPH_MAX_CANDIDATES = 0.05
 """Fraction of a slab's voxels, outside uniform cubes, above which small components are found
 by labelling the slab whole (faster there, 8 bytes per voxel) rather than on the candidates'
 graph; the two cross at about 7 % on a segmented synthetic scan with noise added."""
+LABELLING_BYTES_PER_VOXEL = 24
+"""Memory of labelling a slab whole: scikit-image's int64 labels, as much again meanwhile, and
+the masks around them (23 bytes a voxel measured)."""
 """Analysis label of a network class the analysis scheme lacks (post-processing off only)."""
 LABELS_CHUNK_DEPTH = 64
 """Chunk depth of the analysis labels: 4 MiB chunks of a paper-size scan (zarr's cost per chunk
@@ -175,6 +180,7 @@ def postprocess_scan(
     margin = settings.band_margin_um / cell.voxel_size_um
     halo = max(settings.min_component_voxels - 1, 0)
     side_table = _side_table(lookup)
+    slots = labelling_slots(shape[0] * min(settings.slab_rows + 2 * halo, shape[1]) * shape[2])
 
     def slab(item: tuple[int, int, int, np.ndarray]) -> SlabResult:
         start, stop, low, block = item
@@ -190,7 +196,7 @@ def postprocess_scan(
             margin,
         )
         small = _small_components(
-            out, settings.min_component_voxels, open_ends=(low > 0, high < shape[1])
+            out, settings.min_component_voxels, (low > 0, high < shape[1]), slots
         )
         out[small] = 0
         core = slice(start - low, stop - low)
@@ -327,10 +333,14 @@ def _split_by_side(
 
 
 def _small_components(
-    block: np.ndarray, min_voxels: int, open_ends: tuple[bool, bool]
+    block: np.ndarray,
+    min_voxels: int,
+    open_ends: tuple[bool, bool],
+    slots: threading.Semaphore | None = None,
 ) -> np.ndarray:
     """Mask of the components (26-connected, per class) under `min_voxels`, except those that
-    touch a row end of the block marked open (they continue beyond it).
+    touch a row end of the block marked open (they continue beyond it). A speckled block is
+    labelled whole while holding one of `slots` (see `labelling_slots`).
 
     Only voxels that no uniform cube of `min_voxels` or more voxels covers can lie in a small
     component; the components among them are found on their sparse 26-neighbour graph, and
@@ -342,11 +352,15 @@ def _small_components(
     block = np.ascontiguousarray(block)
     flat = block.ravel()
     covered = _in_uniform_cube(block, side=int(np.ceil(min_voxels ** (1 / 3) - 1e-9)))
-    nodes = np.flatnonzero((block != 0) & ~covered)
-    if nodes.size == 0:
+    candidates = (block != 0) & ~covered
+    count = np.count_nonzero(candidates)
+    if count == 0:
         return small
-    if nodes.size > GRAPH_MAX_CANDIDATES * block.size:
-        return _small_components_labelled(block, min_voxels, open_ends)
+    if count > GRAPH_MAX_CANDIDATES * block.size:
+        del candidates, covered
+        with slots or nullcontext():
+            return _small_components_labelled(block, min_voxels, open_ends)
+    nodes = np.flatnonzero(candidates)
     coords = np.unravel_index(nodes, block.shape)
     values = flat[nodes]
     flat_covered = covered.ravel()
@@ -396,6 +410,14 @@ def _small_components_labelled(
         if is_open:
             small[components[:, edge, :]] = False
     return np.take(small, components)
+
+
+def labelling_slots(slab_voxels: int) -> threading.Semaphore:
+    """How many slabs of `slab_voxels` may be labelled whole at once: as many as half of this
+    machine's memory holds (LABELLING_BYTES_PER_VOXEL each), at least one, at most `workers()`."""
+    memory_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    fit = memory_bytes // 2 // (LABELLING_BYTES_PER_VOXEL * max(slab_voxels, 1))
+    return threading.BoundedSemaphore(max(1, min(fit, workers())))
 
 
 def _in_uniform_cube(block: np.ndarray, side: int) -> np.ndarray:
