@@ -10,8 +10,9 @@
    `--repeats` runs, since a shared machine slows single runs unevenly.
 
 The image is a synthetic cell (two electrode layers, an electrolyte gap with grains, noise); the
-network is a 1 × 1 convolution (`--net trivial`: everything around the network) or the paper's
-`resunet7` with random weights.
+network is a 1 × 1 convolution (`--net trivial`: everything around the network), the paper's
+`resunet7` with random weights (speckled labels: post-processing's worst case), or
+`resunet7-segmenting`: resunet7's work with the 1 × 1 convolution's labels, a segmentation's.
 
     python bench/bench_pipeline.py                       # CPU proxy: 128 × 256 × 512, trivial
     python bench/bench_pipeline.py --net resunet7 --shape 698 192 3896 --axis rows --window 512
@@ -56,9 +57,43 @@ def write_synthetic_cell(path: Path, shape: tuple[int, int, int], seed: int = 0)
         electrode = (slices < depth // 4) | (slices >= depth - depth // 4)
         block = np.where(electrode, 215, 60).astype(np.uint8)[:, None, None]
         block = block + rng.integers(0, 40, (len(slices), *shape[1:]), dtype=np.uint8)
-        block[rng.random(block.shape) < 0.002] = 140
+        grains = rng.binomial(block.size, 0.002)  # at random voxels, 0.2 % of them
+        block.reshape(-1)[rng.integers(0, block.size, grains)] = 140
         array[start : start + len(slices)] = block
     return path
+
+
+def threshold_network() -> torch.nn.Conv2d:
+    """The trivial network: grey values to classes (< 0.45 background, grains, electrode)."""
+    net = torch.nn.Conv2d(1, 5, kernel_size=1)
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor([0.0, 0.0, 0.0, 5.0, 10.0]).view(5, 1, 1, 1))
+        net.bias.copy_(torch.tensor([0.0, -100.0, -100.0, -2.25, -6.25]))
+    return net
+
+
+class SegmentingUNet(torch.nn.Module):
+    """`resunet7` with random weights for the network's work, but the threshold network's logits
+    for its labels: a segmentation's layers and grains, as a trained model gives, rather than
+    the speckle of random weights, which post-processing finds far costlier (BENCHMARKS.md)."""
+
+    def __init__(self) -> None:
+        from hydra.utils import instantiate
+
+        super().__init__()
+        self.unet = instantiate(RESUNET7)
+        self.threshold = threshold_network()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.threshold(images) + 0.0 * self.unet(images)
+
+
+NETWORKS = {
+    "trivial": TRIVIAL,
+    "resunet7": RESUNET7,
+    "resunet7-segmenting": {"_target_": "bench_pipeline.SegmentingUNet"},
+}
+"""The benchmark's networks by `--net` name (Hydra configs, as a checkpoint records them)."""
 
 
 def write_checkpoint(path: Path, net_name: str, window: int, orientation: str) -> Path:
@@ -66,20 +101,16 @@ def write_checkpoint(path: Path, net_name: str, window: int, orientation: str) -
 
     from batteryct.models.module import CHECKPOINT_KEY
 
-    config = TRIVIAL if net_name == "trivial" else RESUNET7
+    config = NETWORKS[net_name]
     torch.manual_seed(0)
-    net = instantiate(config).eval()
-    if net_name == "trivial":  # grey values to classes: < 0.45 background, grains, electrode
-        with torch.no_grad():
-            net.weight.copy_(torch.tensor([0.0, 0.0, 0.0, 5.0, 10.0]).view(5, 1, 1, 1))
-            net.bias.copy_(torch.tensor([0.0, -100.0, -100.0, -2.25, -6.25]))
+    net = threshold_network() if net_name == "trivial" else instantiate(config)
     info = {
         "config": {"model": {"net": config}},
         "class_names": CLASSES,
         "orientation": orientation,
         "patch_size": [window, window],
     }
-    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    state = {f"net.{k}": v for k, v in net.eval().state_dict().items()}
     torch.save({"state_dict": state, CHECKPOINT_KEY: info}, path)
     return path
 
@@ -270,7 +301,7 @@ def main() -> None:
     )
     parser.add_argument("--shape", type=int, nargs=3, default=(128, 256, 512), metavar="N")
     parser.add_argument("--axis", default="depth", choices=("depth", "rows", "cols"))
-    parser.add_argument("--net", default="trivial", choices=("trivial", "resunet7"))
+    parser.add_argument("--net", default="trivial", choices=tuple(NETWORKS))
     parser.add_argument("--window", type=int, default=256)
     parser.add_argument(
         "--batch-size", type=int, default=None, help="windows per forward pass (default: by device)"
