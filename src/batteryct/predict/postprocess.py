@@ -16,7 +16,7 @@
    graph; the result equals labelling every class whole (tested against scipy) at about 10×
    the speed. A speckled segmentation (an untrained or early model), where more than
    `GRAPH_MAX_CANDIDATES` of the voxels are such candidates, is labelled whole instead, all
-   classes in one scikit-image pass: 35× faster there than the graph (BENCHMARKS.md).
+   classes in one scikit-image pass: 22× faster there than the graph (BENCHMARKS.md).
    Slabs of `slab_rows` rows are labelled with a halo of
    `min_component_voxels - 1` rows on each side, so memory stays bounded and the decision is
    still exact for the whole volume: a component that reaches the halo's edge spans more rows
@@ -59,14 +59,14 @@ T = TypeVar("T")
 SlabResult = tuple[int, int, np.ndarray, int]
 """A post-processed slab: first and end row, its analysis labels, small-component voxels."""
 UNMAPPED = 255
+"""Analysis label of a network class the analysis scheme lacks (post-processing off only)."""
 GRAPH_MAX_CANDIDATES = 0.05
 """Fraction of a slab's voxels, outside uniform cubes, above which small components are found
-by labelling the slab whole (faster there, 8 bytes per voxel) rather than on the candidates'
-graph; the two cross at about 7 % on a segmented synthetic scan with noise added."""
+by labelling the slab whole (faster there, but LABELLING_BYTES_PER_VOXEL) rather than on the
+candidates' graph; the two cross at about 7 % on a segmented synthetic scan with noise added."""
 LABELLING_BYTES_PER_VOXEL = 24
 """Memory of labelling a slab whole: scikit-image's int64 labels, as much again meanwhile, and
 the masks around them (23 bytes a voxel measured)."""
-"""Analysis label of a network class the analysis scheme lacks (post-processing off only)."""
 LABELS_CHUNK_DEPTH = 64
 """Chunk depth of the analysis labels: 4 MiB chunks of a paper-size scan (zarr's cost per chunk
 is about a millisecond), read 64 slices at a time by TIFF export."""
@@ -402,7 +402,7 @@ def _small_components_labelled(
     block: np.ndarray, min_voxels: int, open_ends: tuple[bool, bool]
 ) -> np.ndarray:
     """`_small_components` by labelling every class of the block at once (scikit-image,
-    26-connected, 8 bytes per voxel): the way for a speckled block."""
+    26-connected, int64 labels): the way for a speckled block."""
     components = measure.label(block, background=0, connectivity=3)
     small = np.bincount(components.ravel()) < min_voxels
     small[0] = False  # background
