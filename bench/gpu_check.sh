@@ -33,7 +33,7 @@ else
               --repeats 1)
     engine=(--device cuda --window 512 --slices 32 --repeats 2)
     scan=(--device cuda --shape 698 1707 3896 --axis rows --window 512)
-    limits=(170 90 170)
+    limits=(170 60 210)
 fi
 filter() { grep -v -i -E "warning|tip:|available:|treespec"; }
 # each step has its own time limit, so that the whole check ends within 8 minutes
