@@ -28,12 +28,8 @@ import torch
 from batteryct.predict.engine import InferenceSettings, SlidingWindowEngine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_pipeline import sync
 from bench_predict import resunet7
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def best_seconds(fn: Callable[[], object], device: torch.device, rounds: int) -> float:

@@ -346,16 +346,15 @@ def _small_components(
     component; the components among them are found on their sparse 26-neighbour graph, and
     one that touches a covered voxel of its class belongs to a large component.
     """
-    small = np.zeros(block.shape, bool)
     if min_voxels <= 1:
-        return small
+        return np.zeros(block.shape, bool)
     block = np.ascontiguousarray(block)
     flat = block.ravel()
     covered = _in_uniform_cube(block, side=int(np.ceil(min_voxels ** (1 / 3) - 1e-9)))
     candidates = (block != 0) & ~covered
     count = np.count_nonzero(candidates)
     if count == 0:
-        return small
+        return np.zeros(block.shape, bool)
     if count > GRAPH_MAX_CANDIDATES * block.size:
         del candidates, covered
         with slots or nullcontext():
@@ -394,6 +393,7 @@ def _small_components(
     sizes = np.bincount(component)
     kept = np.bincount(component, weights=keep) > 0
     drop = (sizes < min_voxels) & ~kept
+    small = np.zeros(block.shape, bool)
     small.ravel()[nodes[drop[component]]] = True
     return small
 
