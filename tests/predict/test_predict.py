@@ -102,14 +102,27 @@ def test_a_finished_scan_is_skipped(
     assert "scan_00: already segmented, skipped" in shown_again
 
 
-def test_killed_prediction_resumes_to_byte_identical_output(
-    small_checkpoint: Path, small_series_dir: Path, tmp_path: Path
-) -> None:
-    reference = predict_py(
-        *common_overrides(small_checkpoint, small_series_dir, tmp_path / "ref"), cwd=tmp_path
+@pytest.fixture(scope="module")
+def uninterrupted_outputs(
+    small_checkpoint: Path, small_series_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, np.ndarray]:
+    """scan_06's outputs from one uninterrupted, single-process predict.py run (the reference of
+    the kill-and-resume and DDP tests)."""
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    run = predict_py(
+        *common_overrides(small_checkpoint, small_series_dir, folder / "out"), cwd=folder
     )
-    assert reference.wait(timeout=300) == 0, reference.stderr.read()[-2000:]
+    _, stderr = run.communicate(timeout=300)
+    assert run.returncode == 0, stderr[-2000:]
+    return read_outputs(folder / "out", "scan_06")
 
+
+def test_killed_prediction_resumes_to_byte_identical_output(
+    small_checkpoint: Path,
+    small_series_dir: Path,
+    tmp_path: Path,
+    uninterrupted_outputs: dict[str, np.ndarray],
+) -> None:
     out = tmp_path / "killed"
     first = predict_py(*common_overrides(small_checkpoint, small_series_dir, out), cwd=tmp_path)
     done = out / ".work" / "scan_06" / "done"
@@ -130,18 +143,17 @@ def test_killed_prediction_resumes_to_byte_identical_output(
     stdout, stderr = second.communicate(timeout=300)
     assert second.returncode == 0, stderr[-2000:]
     assert f"{n_slabs - finished_before} slab(s) of 2 to do" in stdout
-    ours, theirs = read_outputs(out, "scan_06"), read_outputs(tmp_path / "ref", "scan_06")
+    ours, theirs = read_outputs(out, "scan_06"), uninterrupted_outputs
     for name in ours:
         assert ours[name].tobytes() == theirs[name].tobytes(), name
 
 
 def test_two_ddp_processes_equal_one(
-    small_checkpoint: Path, small_series_dir: Path, tmp_path: Path
+    small_checkpoint: Path,
+    small_series_dir: Path,
+    tmp_path: Path,
+    uninterrupted_outputs: dict[str, np.ndarray],
 ) -> None:
-    single = predict_py(
-        *common_overrides(small_checkpoint, small_series_dir, tmp_path / "one"), cwd=tmp_path
-    )
-    assert single.wait(timeout=300) == 0, single.stderr.read()[-2000:]
     ddp = predict_py(
         *common_overrides(small_checkpoint, small_series_dir, tmp_path / "two"),
         "trainer=ddp_cpu",
@@ -150,7 +162,7 @@ def test_two_ddp_processes_equal_one(
     _, stderr = ddp.communicate(timeout=300)
     assert ddp.returncode == 0, stderr[-3000:]
     ours = read_outputs(tmp_path / "two", "scan_06")
-    theirs = read_outputs(tmp_path / "one", "scan_06")
+    theirs = uninterrupted_outputs
     for name in ours:
         assert np.array_equal(ours[name], theirs[name]), name
 
