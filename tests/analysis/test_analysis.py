@@ -23,6 +23,7 @@ from batteryct.analysis.scanpass import LabelValueError
 from batteryct.electrochem import faraday_segment
 from batteryct.errors import ConfigError
 from tests.analysis.helpers import C, hand_built_cell, write_series
+from tests.entry_point import Finished, run_entry_point
 
 REPO = Path(__file__).resolve().parents[2]
 QUIET = Console(quiet=True)
@@ -310,20 +311,14 @@ def test_entry_point_end_to_end(small_series_dir, tmp_path):
     assert mesh.startswith(b"ply\nformat binary_little_endian") and len(mesh) > 500
 
 
-def run_analyze(tmp_path: Path, series: Path, *overrides: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "analyze.py"),
-            f"series={series}",
-            f"out={tmp_path / 'o'}",
-            f"hydra.run.dir={tmp_path / 'logs'}",
-            *overrides,
-        ],
+def run_analyze(tmp_path: Path, series: Path, *overrides: str) -> Finished:
+    return run_entry_point(
+        "analyze.py",
+        f"series={series}",
+        f"out={tmp_path / 'o'}",
+        f"hydra.run.dir={tmp_path / 'logs'}",
+        *overrides,
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
     )
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,8 +13,8 @@ from batteryct.analysis import AnalysisError, AnalysisSettings, MeshSettings, an
 from batteryct.analysis.outputs import OUTPUTS
 from batteryct.io import write_zarr
 from tests.analysis.helpers import C, hand_built_cell, write_series
+from tests.entry_point import Finished, run_entry_point
 
-REPO = Path(__file__).resolve().parents[2]
 QUIET = Console(quiet=True)
 PHASES = ["pristine", "charge", "discharge"]
 CELL = {
@@ -143,20 +141,14 @@ def test_an_interrupted_analysis_is_marked_and_redone(tmp_path: Path, monkeypatc
     assert (out / "figures" / "volumes.png").read_bytes().startswith(b"\x89PNG")
 
 
-def _run_analyze(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "analyze.py"),
-            "figures=false",
-            "meshes=null",
-            f"hydra.run.dir={tmp_path / 'logs'}",
-            *overrides,
-        ],
+def _run_analyze(tmp_path: Path, *overrides: str) -> Finished:
+    return run_entry_point(
+        "analyze.py",
+        "figures=false",
+        "meshes=null",
+        f"hydra.run.dir={tmp_path / 'logs'}",
+        *overrides,
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
     )
 
 

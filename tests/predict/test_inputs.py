@@ -14,7 +14,8 @@ from batteryct.io import write_zarr
 from batteryct.models.module import CHECKPOINT_KEY
 from batteryct.predict import CheckpointError
 from batteryct.series import load_series
-from tests.predict.helpers import predict, predict_py, series_with_images
+from tests.entry_point import run_entry_point
+from tests.predict.helpers import predict, series_with_images
 
 
 def _bad_image(problem: str, image: np.ndarray, folder: Path) -> Path:
@@ -88,14 +89,15 @@ def test_predict_py_reports_every_bad_scan_at_once_and_exits_2(
     images = [series.scans[0].image, plane, tmp_path / "int16.zarr"]
     manifest = series_with_images(small_series_dir, tmp_path / "series", images)
     out = tmp_path / "out"
-    job = predict_py(
+    job = run_entry_point(
+        "predict.py",
         f"ckpt={small_checkpoint}",
         f"series={manifest}",
         f"out={out}",
         f"hydra.run.dir={tmp_path / 'hydra'}",
         cwd=tmp_path,
     )
-    _, stderr = job.communicate(timeout=300)
+    stderr = job.stderr
     assert job.returncode == 2, stderr[-3000:]
     assert "batteryct: error: 2 scans cannot be segmented" in stderr
     assert "scan 'scan_01'" in stderr and "is 2D" in stderr

@@ -32,6 +32,7 @@ from batteryct.predict import (
 from batteryct.predict import run as run_module
 from batteryct.series import load_series
 from tests.conftest import SMALL_SHAPE
+from tests.entry_point import run_entry_point
 from tests.predict.conftest import predict_trainer
 from tests.predict.helpers import (
     QUIET,
@@ -107,13 +108,11 @@ def uninterrupted_outputs(
     small_checkpoint: Path, small_series_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, np.ndarray]:
     """scan_06's outputs from one uninterrupted, single-process predict.py run (the reference of
-    the kill-and-resume and DDP tests)."""
+    the kill-and-resume and DDP tests; run in the test process, see tests.entry_point)."""
     folder = tmp_path_factory.mktemp("uninterrupted")
-    run = predict_py(
-        *common_overrides(small_checkpoint, small_series_dir, folder / "out"), cwd=folder
-    )
-    _, stderr = run.communicate(timeout=300)
-    assert run.returncode == 0, stderr[-2000:]
+    overrides = common_overrides(small_checkpoint, small_series_dir, folder / "out")
+    run = run_entry_point("predict.py", *overrides, cwd=folder)
+    assert run.returncode == 0, run.stderr[-2000:]
     return read_outputs(folder / "out", "scan_06")
 
 
@@ -139,10 +138,11 @@ def test_killed_prediction_resumes_to_byte_identical_output(
     assert 5 <= finished_before < n_slabs
     assert not (out / "labels" / "scan_06.zarr").exists()  # nothing half-written is published
 
-    second = predict_py(*common_overrides(small_checkpoint, small_series_dir, out), cwd=tmp_path)
-    stdout, stderr = second.communicate(timeout=300)
-    assert second.returncode == 0, stderr[-2000:]
-    assert f"{n_slabs - finished_before} slab(s) of 2 to do" in stdout
+    # the rerun needs no process of its own (see tests.entry_point)
+    overrides = common_overrides(small_checkpoint, small_series_dir, out)
+    second = run_entry_point("predict.py", *overrides, cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert f"{n_slabs - finished_before} slab(s) of 2 to do" in second.stdout
     ours, theirs = read_outputs(out, "scan_06"), uninterrupted_outputs
     for name in ours:
         assert ours[name].tobytes() == theirs[name].tobytes(), name

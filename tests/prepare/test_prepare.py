@@ -35,6 +35,7 @@ from batteryct.series import load_series
 from batteryct.synth import CycleProtocol, HandLabelSettings, generate_series
 from batteryct.synth.misalign import MisalignSettings
 from tests.conftest import SMALL_SHAPE, small_series_kwargs
+from tests.entry_point import run_entry_point
 from tests.predict.conftest import predict_trainer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -351,15 +352,10 @@ def test_prepare_py_levels_registers_and_resumes(prepared_e2e: dict) -> None:
         assert agreement > 0.98, scan.id
     assert all((out / "quicklook" / f"{s.id}.png").stat().st_size > 5000 for s in prepared.scans)
     assert open_volume(out / "images" / f"{prepared.scans[-1].id}.zarr").chunks == (16, 32, 32)
-    again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    # the rerun and the bad command need no process of their own (see tests.entry_point)
+    again = run_entry_point("prepare.py", *command[2:], cwd=tmp_path)
     assert again.returncode == 0 and "nothing to do" in again.stdout
-    bad = subprocess.run(
-        [*command[:-2], "register.reference=nope"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    bad = run_entry_point("prepare.py", *command[2:-2], "register.reference=nope", cwd=tmp_path)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
 
 

@@ -1,4 +1,5 @@
-"""train.py as a user runs it: DDP with 2 CPU processes, multirun sweeps, Optuna."""
+"""train.py as a user runs it: DDP with 2 CPU processes (real processes), multirun sweeps, Optuna
+and user errors (its command run in the test process, see tests.entry_point)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from hydra.utils import instantiate
 
 import batteryct.training.run as run_module
 from batteryct.data import IGNORE_INDEX
+from tests.entry_point import run_entry_point
 from tests.training.helpers import ROOT, SMALL_RUN, train_config
 
 
@@ -63,7 +65,8 @@ def test_multirun_trains_one_model_per_setting_each_its_own_wandb_run(
     small_series_dir: Path, tmp_path: Path
 ) -> None:
     sweep = tmp_path / "sweep"
-    done = _train_py(
+    done = run_entry_point(
+        "train.py",
         "-m",
         f"series={small_series_dir / 'series.yaml'}",
         *SMALL_RUN,
@@ -71,7 +74,7 @@ def test_multirun_trains_one_model_per_setting_each_its_own_wandb_run(
         "logger=wandb",
         "seed=0,1",
         f"hydra.sweep.dir={sweep}",
-        root=tmp_path,
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "reuse" not in done.stdout + done.stderr
@@ -85,7 +88,8 @@ def test_optuna_sweep_returns_the_best_validation_iou(
     small_series_dir: Path, tmp_path: Path
 ) -> None:
     sweep = tmp_path / "optuna"
-    done = _train_py(
+    done = run_entry_point(
+        "train.py",
         "-m",
         "hparams_search=optuna",
         f"series={small_series_dir / 'series.yaml'}",
@@ -94,7 +98,7 @@ def test_optuna_sweep_returns_the_best_validation_iou(
         "hydra.sweeper.n_trials=2",
         "hydra.sweeper.sampler.n_startup_trials=2",
         f"hydra.sweep.dir={sweep}",
-        root=tmp_path,
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
@@ -128,12 +132,13 @@ def test_default_series_is_generated_on_first_use(tmp_path: Path, monkeypatch) -
 
 
 def test_user_errors_exit_with_a_message(small_series_dir: Path, tmp_path: Path) -> None:
-    done = _train_py(
+    done = run_entry_point(
+        "train.py",
         f"series={small_series_dir / 'series.yaml'}",
         *SMALL_RUN,
         "data.patch_size=[512,512]",
         f"hydra.run.dir={tmp_path / 'run'}",
-        root=tmp_path,
+        cwd=tmp_path,
     )
     assert done.returncode == 2
     assert "patch_size [512, 512] is larger than slice" in done.stderr
@@ -141,8 +146,14 @@ def test_user_errors_exit_with_a_message(small_series_dir: Path, tmp_path: Path)
 
 
 def test_slurm_launcher_preset_composes_to_submitit(tmp_path: Path) -> None:
-    done = _train_py(
-        "hydra/launcher=slurm", "--cfg", "hydra", "--package", "hydra.launcher", root=tmp_path
+    done = run_entry_point(
+        "train.py",
+        "hydra/launcher=slurm",
+        "--cfg",
+        "hydra",
+        "--package",
+        "hydra.launcher",
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     launcher = yaml.safe_load(done.stdout)
