@@ -239,3 +239,53 @@ def test_slabs_labelled_whole_at_once_fit_in_half_the_memory(
     semaphore = post.labelling_slots(slab_voxels)
     taken = [semaphore.acquire(blocking=False) for _ in range(slots + 1)]
     assert taken == [True] * slots + [False]
+
+
+@pytest.mark.parametrize("side", [2, 3])
+@pytest.mark.parametrize("piece_layers", [1, 2, 5, 40])
+def test_uniform_cubes_found_in_pieces_match_a_search_of_every_cube(
+    monkeypatch: pytest.MonkeyPatch, side: int, piece_layers: int
+) -> None:
+    """Every voxel of every uniform side³ cube, and no other, whatever the depth pieces."""
+    rng = np.random.default_rng(side * 100 + piece_layers)
+    block = rng.choice([0, 1, 2], size=(23, 9, 11), p=[0.1, 0.1, 0.8]).astype(np.uint8)
+    block[3:9, 2:7, 1:8] = 1  # uniform regions across piece boundaries
+    block[15:, :4, 5:] = 0
+    monkeypatch.setattr(post, "CUBE_PIECE_VOXELS", piece_layers * 9 * 11)
+    windows = np.lib.stride_tricks.sliding_window_view(block, (side,) * 3)
+    uniform = (windows == windows[..., :1, :1, :1]).all(axis=(-3, -2, -1))
+    expected = np.zeros(block.shape, bool)
+    for offset in itertools.product(range(side), repeat=3):
+        expected[tuple(slice(o, o + n) for o, n in zip(offset, uniform.shape, strict=True))] |= (
+            uniform
+        )
+    assert expected.any() and not expected.all()
+    np.testing.assert_array_equal(post._in_uniform_cube(block, side), expected)
+
+
+@pytest.mark.parametrize("plating_at_end", [True, False])
+@pytest.mark.parametrize("piece_layers", [1, 3, 64])
+def test_side_split_in_pieces_matches_the_whole_block_rule(
+    monkeypatch: pytest.MonkeyPatch, plating_at_end: bool, piece_layers: int
+) -> None:
+    """Each voxel's analysis class from its network class and its side: outside the cell
+    (beyond the outer faces and the margin), stripping or plating side of the mid-plane;
+    interfaces on whole and half voxels test the boundaries."""
+    rng = np.random.default_rng(piece_layers)
+    depth, rows, cols = 30, 5, 6
+    block = rng.integers(0, 5, (depth, rows, cols), dtype=np.uint8)
+    outer1 = rng.integers(2, 8, (rows, cols)) + rng.choice([0.0, 0.5, 0.25], (rows, cols))
+    outer2 = rng.integers(22, 28, (rows, cols)) + rng.choice([0.0, 0.5], (rows, cols))
+    middle = rng.integers(12, 18, (rows, cols)) + rng.choice([0.0, 0.5], (rows, cols))
+    margin = 1.5
+    monkeypatch.setattr(post, "SPLIT_PIECE_VOXELS", piece_layers * rows * cols)
+    table = post._side_table(post._network_lookup(list(post.NETWORK_NAMES)))
+    expected = np.zeros(block.shape, np.uint8)
+    for d, r, c in itertools.product(range(depth), range(rows), range(cols)):
+        in_cell = outer1[r, c] - margin <= d <= outer2[r, c] + margin
+        plating = (d > middle[r, c]) == plating_at_end
+        side = 0 if not in_cell else (2 if plating else 1)
+        expected[d, r, c] = table[side, block[d, r, c]]
+    found = post._split_by_side(block, table, outer1, outer2, middle, plating_at_end, margin)
+    np.testing.assert_array_equal(found, expected)
+    assert len(np.unique(found)) == len(np.unique(table))  # every class on some side

@@ -67,6 +67,11 @@ candidates' graph; the two cross at about 7 % on a segmented synthetic scan with
 LABELLING_BYTES_PER_VOXEL = 24
 """Memory of labelling a slab whole: scikit-image's int64 labels, as much again meanwhile, and
 the masks around them (23 bytes a voxel measured)."""
+SPLIT_PIECE_VOXELS = 1 << 17
+"""Voxels per piece of the side split (a few depth layers): its widened lookup index, 1 MiB,
+stays in the cache."""
+CUBE_PIECE_VOXELS = 1 << 20
+"""Voxels per piece of the uniform-cube search: its masks, 1 MiB each, stay in the cache."""
 LABELS_CHUNK_DEPTH = 64
 """Chunk depth of the analysis labels: 4 MiB chunks of a paper-size scan (zarr's cost per chunk
 is about a millisecond), read 64 slices at a time by TIFF export."""
@@ -320,16 +325,38 @@ def _split_by_side(
     margin: float,
 ) -> np.ndarray:
     """Analysis labels of a block of network labels: each voxel's side (0 outside the cell, 1
-    stripping side, 2 plating side) and network class looked up in `_side_table`."""
-    d = np.arange(block.shape[0], dtype=float)[:, None, None]
-    second_half = d > middle[None]
-    plating_side = second_half if plating_at_end else ~second_half
-    in_cell = (d >= outer1[None] - margin) & (d <= outer2[None] + margin)
-    index = in_cell.astype(np.uint8)
-    index += in_cell & plating_side
-    index *= np.uint8(table.shape[1])
-    index += block
-    return np.take(table.ravel(), index)
+    stripping side, 2 plating side) and network class looked up in `_side_table`.
+
+    Done a few depth layers at a time (about SPLIT_PIECE_VOXELS): the lookup's index, which
+    numpy widens to 8 bytes a voxel, then stays in the cache (4-5× faster than whole slabs)."""
+    flat_table = table.ravel()
+    classes = np.uint8(table.shape[1])
+    low, high = outer1 - margin, outer2 + margin
+    layers = max(1, SPLIT_PIECE_VOXELS // max(1, outer1.size))
+    piece = (min(layers, block.shape[0]), *block.shape[1:])
+    index, in_cell, plating_side = (
+        np.empty(piece, np.uint8),
+        np.empty(piece, bool),
+        np.empty(piece, bool),
+    )
+    out = np.empty(block.shape, np.uint8)
+    for start in range(0, block.shape[0], layers):
+        stop = min(start + layers, block.shape[0])
+        n = stop - start
+        d = np.arange(start, stop, dtype=float)[:, None, None]
+        cell, plating, idx = in_cell[:n], plating_side[:n], index[:n]
+        np.greater_equal(d, low, out=cell)
+        np.less_equal(d, high, out=plating)
+        cell &= plating
+        np.greater(d, middle, out=plating)
+        if not plating_at_end:
+            np.logical_not(plating, out=plating)
+        plating &= cell
+        np.add(cell, plating, out=idx, dtype=np.uint8)
+        idx *= classes
+        idx += block[start:stop]
+        np.take(flat_table, idx, out=out[start:stop])
+    return out
 
 
 def _small_components(
@@ -424,8 +451,25 @@ def _in_uniform_cube(block: np.ndarray, side: int) -> np.ndarray:
     """Mask of the voxels that lie in a cube of side × side × side voxels of one value (a cube's
     voxels are all 26-connected, so they belong to a component of at least side³ voxels).
 
-    Found one axis at a time: uniform runs of `side` voxels along columns, squares of uniform
-    runs with equal first voxels along rows, then cubes of such squares along depth."""
+    Found in pieces of a few depth layers (about CUBE_PIECE_VOXELS), each read with the
+    `side - 1` layers around it that its voxels' cubes may reach: the piece's masks then stay
+    in the cache (2-2.5× faster than whole slabs)."""
+    depth = block.shape[0]
+    layers = max(side, CUBE_PIECE_VOXELS // max(1, block[0].size))
+    reach = side - 1
+    covered = np.empty(block.shape, bool)
+    for start in range(0, depth, layers):
+        stop = min(start + layers, depth)
+        low, high = max(start - reach, 0), min(stop + reach, depth)
+        piece = _in_uniform_cube_whole(block[low:high], side)
+        covered[start:stop] = piece[start - low : stop - low]
+    return covered
+
+
+def _in_uniform_cube_whole(block: np.ndarray, side: int) -> np.ndarray:
+    """`_in_uniform_cube` of a whole block, one axis at a time: uniform runs of `side` voxels
+    along columns, squares of uniform runs with equal first voxels along rows, then cubes of
+    such squares along depth."""
     anchors = tuple(n - side + 1 for n in block.shape)
     if min(anchors) < 1:
         return np.zeros(block.shape, bool)
