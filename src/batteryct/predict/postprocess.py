@@ -96,22 +96,29 @@ def find_interfaces(electrode: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
     its inner face, inner face of the second, its outer face) as depth indices, NaN where the
     column has no two separate electrode layers.
 
-    One pass down the depth axis: the widest run of non-electrode voxels closed by electrode
-    on both sides is the gap (the first of equally wide runs)."""
+    One pass down the depth axis, in place on small integers: the widest run of non-electrode
+    voxels closed by electrode on both sides is the gap (the first of equally wide runs)."""
     columns = electrode.shape[1:]
-    first = np.full(columns, -1)
-    last = np.full(columns, -1)
-    run = np.zeros(columns, int)  # non-electrode voxels since the last electrode voxel
-    best_len = np.zeros(columns, int)
-    best_end = np.full(columns, -1)
+    kind = np.int16 if electrode.shape[0] < np.iinfo(np.int16).max else np.int32
+    first = np.full(columns, -1, kind)
+    last = np.full(columns, -1, kind)
+    run = np.zeros(columns, kind)  # non-electrode voxels since the last electrode voxel
+    best_len = np.zeros(columns, kind)
+    best_end = np.full(columns, -1, kind)
+    closes, scratch = np.empty(columns, bool), np.empty(columns, bool)
     for d, layer in enumerate(electrode):
-        closes = layer & (run > best_len) & (last >= 0)
-        best_len[closes] = run[closes]
-        best_end[closes] = d - 1
-        first[layer & (first < 0)] = d
-        last[layer] = d
+        np.greater(run, best_len, out=closes)
+        closes &= layer
+        np.greater_equal(last, 0, out=scratch)
+        closes &= scratch
+        np.copyto(best_len, run, where=closes)
+        np.copyto(best_end, d - 1, where=closes)
+        np.less(first, 0, out=scratch)
+        scratch &= layer
+        np.copyto(first, d, where=scratch)
+        np.copyto(last, d, where=layer)
         run += 1
-        run[layer] = 0
+        np.copyto(run, 0, where=layer)
     ok = best_len >= 1
     inner_first = np.where(ok, best_end - best_len, np.nan)  # last electrode voxel of layer 1
     inner_second = np.where(ok, best_end + 1, np.nan)  # first electrode voxel of layer 2
@@ -332,16 +339,15 @@ def _split_by_side(
     flat_table = table.ravel()
     classes = np.uint8(table.shape[1])
     low, high = outer1 - margin, outer2 + margin
-    layers = max(1, SPLIT_PIECE_VOXELS // max(1, outer1.size))
-    piece = (min(layers, block.shape[0]), *block.shape[1:])
+    pieces = list(_depth_pieces(block.shape, SPLIT_PIECE_VOXELS))
+    piece = (pieces[0][1], *block.shape[1:])
     index, in_cell, plating_side = (
         np.empty(piece, np.uint8),
         np.empty(piece, bool),
         np.empty(piece, bool),
     )
     out = np.empty(block.shape, np.uint8)
-    for start in range(0, block.shape[0], layers):
-        stop = min(start + layers, block.shape[0])
+    for start, stop in pieces:
         n = stop - start
         d = np.arange(start, stop, dtype=float)[:, None, None]
         cell, plating, idx = in_cell[:n], plating_side[:n], index[:n]
@@ -378,7 +384,11 @@ def _small_components(
     block = np.ascontiguousarray(block)
     flat = block.ravel()
     covered = _in_uniform_cube(block, side=int(np.ceil(min_voxels ** (1 / 3) - 1e-9)))
-    candidates = (block != 0) & ~covered
+    candidates = np.empty(block.shape, bool)
+    for start, stop in _depth_pieces(block.shape, CUBE_PIECE_VOXELS):  # no whole-slab temporaries
+        piece = candidates[start:stop]
+        np.not_equal(block[start:stop], 0, out=piece)
+        piece &= ~covered[start:stop]
     count = np.count_nonzero(candidates)
     if count == 0:
         return np.zeros(block.shape, bool)
@@ -454,16 +464,24 @@ def _in_uniform_cube(block: np.ndarray, side: int) -> np.ndarray:
     Found in pieces of a few depth layers (about CUBE_PIECE_VOXELS), each read with the
     `side - 1` layers around it that its voxels' cubes may reach: the piece's masks then stay
     in the cache (2-2.5× faster than whole slabs)."""
-    depth = block.shape[0]
-    layers = max(side, CUBE_PIECE_VOXELS // max(1, block[0].size))
-    reach = side - 1
+    depth, reach = block.shape[0], side - 1
     covered = np.empty(block.shape, bool)
-    for start in range(0, depth, layers):
-        stop = min(start + layers, depth)
+    for start, stop in _depth_pieces(block.shape, CUBE_PIECE_VOXELS, min_layers=side):
         low, high = max(start - reach, 0), min(stop + reach, depth)
         piece = _in_uniform_cube_whole(block[low:high], side)
         covered[start:stop] = piece[start - low : stop - low]
     return covered
+
+
+def _depth_pieces(
+    shape: tuple[int, ...], piece_voxels: int, min_layers: int = 1
+) -> Iterator[tuple[int, int]]:
+    """(start, stop) of consecutive pieces of depth layers of a block of `shape`, each of about
+    `piece_voxels` voxels and at least `min_layers` layers (the last may be thinner)."""
+    plane = int(np.prod(shape[1:]))
+    layers = max(min_layers, piece_voxels // max(1, plane))
+    for start in range(0, shape[0], layers):
+        yield start, min(start + layers, shape[0])
 
 
 def _in_uniform_cube_whole(block: np.ndarray, side: int) -> np.ndarray:
