@@ -13,6 +13,7 @@ from monai.inferers import sliding_window_inference
 from scipy import ndimage
 
 from batteryct.predict import InferenceSettings, SlidingWindowEngine
+from batteryct.predict import engine as engine_module
 from batteryct.predict import postprocess as post
 from batteryct.predict.engine import argmax_uint8, entropy_uint8, from_logits, quantised
 from batteryct.predict.postprocess import find_interfaces
@@ -47,9 +48,14 @@ def test_argmax_takes_the_first_class_on_ties() -> None:
     assert entropy_uint8(torch.full((4, 1), 0.25)).item() == 255
 
 
-def test_labels_and_entropy_from_the_logits_equal_those_of_the_softmax() -> None:
-    """Without forming the softmax: the first of equally likely classes, the probabilities
-    byte for byte, the entropy within one step (0 when certain, 255 when uniform)."""
+@pytest.mark.parametrize("piece_rows", [1, 7, 30])
+def test_labels_and_entropy_from_the_logits_equal_those_of_the_softmax(
+    monkeypatch: pytest.MonkeyPatch, piece_rows: int
+) -> None:
+    """Without forming the softmax, in pieces of rows or whole: the first of equally likely
+    classes, the probabilities byte for byte, the entropy within one step (0 when certain, 255
+    when uniform)."""
+    monkeypatch.setattr(engine_module, "CPU_PIECE_BYTES", piece_rows * 2 * 5 * 40 * 4)
     torch.manual_seed(0)
     logits = torch.randn(2, 5, 30, 40) * 4
     logits[0, 2] = logits[0, 4] = logits[0].amax(0) + 1  # classes 2 and 4 tie everywhere
