@@ -98,3 +98,22 @@ def test_windows_go_through_the_network_in_batches_of_the_batch_size(
     engine.segment(slices)
     assert engine.batch_size == expected
     assert sizes == [expected] * (24 // expected) + ([24 % expected] if 24 % expected else [])
+
+
+def test_segmenting_batch_after_batch_gives_each_batch_its_own_labels() -> None:
+    """`segment` blends into a buffer kept from its previous batch of the same shape: every
+    batch, in any order of shapes, gets the labels and entropy of its own logits, and results
+    already returned are left as they were."""
+    settings = InferenceSettings(precision="fp32", batch_size=4)
+    engine = SlidingWindowEngine(_net(), (32, 32), settings)
+    fresh = SlidingWindowEngine(_net(), (32, 32), settings)
+    batches = [torch.rand(2, 1, 40, 70), torch.rand(2, 1, 40, 70), torch.rand(3, 1, 48, 40)]
+    batches.append(batches[0].flip(3))
+    results = [engine.segment(b, entropy=True) for b in batches]
+    for batch, result in zip(batches, results, strict=True):
+        probs = fresh.probabilities(batch)
+        assert torch.equal(result.labels, probs.argmax(1).to(torch.uint8))
+        expected = fresh.segment(batch, entropy=True).entropy
+        fresh._sums = None  # the reference starts from fresh zeros every time
+        assert torch.equal(result.entropy, expected)
+    assert engine._sums is not None and engine._sums.shape == (2, 3, 40, 70)
