@@ -21,9 +21,9 @@
    `min_component_voxels - 1` rows on each side, so memory stays bounded and the decision is
    still exact for the whole volume: a component that reaches the halo's edge spans more rows
    than a small component can. Each row is read once (halos come from the neighbouring slabs
-   read before and after) and each slab is written as whole chunks. Slabs are post-processed
-   in threads (numpy and scipy release the GIL) and written in order, so the labels are those
-   of a serial pass.
+   read before and after). Slabs are post-processed in threads (numpy and scipy release the
+   GIL), each writing its result as whole chunks of its own from its thread; a slab's labels
+   depend only on the network labels, so they are those of a serial pass.
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ log = logging.getLogger(__name__)
 NETWORK_NAMES = ("background", "dendrite", "pit", "deposited_li", "electrode")
 MAX_WORKERS = 8
 T = TypeVar("T")
-SlabResult = tuple[int, int, np.ndarray, int]
-"""A post-processed slab: first and end row, its analysis labels, small-component voxels."""
+SlabResult = tuple[int, int, int]
+"""A post-processed (and written) slab: first and end row, small-component voxels removed."""
 UNMAPPED = 255
 """Analysis label of a network class the analysis scheme lacks (post-processing off only)."""
 GRAPH_MAX_CANDIDATES = 0.05
@@ -212,13 +212,13 @@ def postprocess_scan(
         )
         out[small] = 0
         core = slice(start - low, stop - low)
-        return start, stop, out[:, core], int(small[:, core].sum())
+        target[:, start:stop, :] = out[:, core]  # whole chunks of its own: threads never share one
+        return start, stop, int(small[:, core].sum())
 
     removed = 0
     done("post-processing", 0)
     slabs = _slabs_with_halo(source, settings.slab_rows, halo)
-    for start, stop, out, count in _in_order(slab, slabs):
-        target[:, start:stop, :] = out
+    for start, stop, count in _in_order(slab, slabs):
         removed += count
         done("post-processing", stop - start)
     return {
