@@ -9,8 +9,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 import batteryct.config  # noqa: F401  (registers the ${len:} resolver)
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.entry_point import ROOT
 
 SMALL_RUN = (
     "data.patch_size=[32,32]",
