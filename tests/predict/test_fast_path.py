@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import zarr
 from monai.inferers import sliding_window_inference
 from scipy import ndimage
 
@@ -96,13 +97,31 @@ def _network(seed: int, rows: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize(
-    ("case", "slab_rows"),
-    [("specks", 3), ("specks", 7), ("one slab", 64), ("no component", 5), ("no electrode", 4)],
+    ("case", "slab_rows", "tile_cols"),
+    [
+        ("specks", 3, None),
+        ("specks", 7, None),
+        ("specks", 3, 5),
+        ("specks", 7, 9),
+        ("one slab", 64, None),
+        ("one slab", 64, 4),
+        ("no component", 5, None),
+        ("no electrode", 4, 6),
+    ],
 )
 @pytest.mark.parametrize("threads", [2, 3])
 def test_post_processing_in_threads_equals_the_serial_pass(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str, slab_rows: int, threads: int
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    case: str,
+    slab_rows: int,
+    tile_cols: int | None,
+    threads: int,
 ) -> None:
+    """In tiles of rows (and of columns, where `tile_cols` cuts the 24 columns), serially or
+    in threads: the small components of the whole volume, found by scipy, are removed."""
+    if tile_cols is not None:  # tiles are one output chunk wide
+        monkeypatch.setattr(post, "CHUNK_EDGES", (256, 64, tile_cols))
     network = _network(7, 40)
     if case == "no component":
         network[9:21] = 0
@@ -124,6 +143,8 @@ def test_post_processing_in_threads_equals_the_serial_pass(
     threaded = _postprocess(network, tmp_path / "threaded", **settings)
     assert threads in calls  # the threaded pass did run in threads
     np.testing.assert_array_equal(threaded, serial)
+    if tile_cols is not None:
+        assert zarr.open_array(str(tmp_path / "serial" / "out.zarr")).chunks[2] == tile_cols
     split = _postprocess(network, tmp_path / "split", min_component_voxels=0)
     expected = split.copy()
     expected[_reference_small_components(split, 5)] = 0
@@ -132,6 +153,31 @@ def test_post_processing_in_threads_equals_the_serial_pass(
         assert (split != serial).sum() > 50  # there were small components to remove
     if case == "no component":
         assert not (serial[9:21] > 0).any()
+
+
+def test_tiles_of_columns_give_the_labels_of_one_whole_tile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each tile takes its own columns of the interface maps: with interfaces that move from
+    column to column, tiles of 4 columns split by side and remove small components exactly as
+    one tile of all 30 columns does."""
+    rng = np.random.default_rng(11)
+    network = np.zeros((40, 12, 30), np.uint8)
+    network[:5] = network[35:] = 3  # deposited Li outside the cell where the electrodes end
+    for col in range(30):  # electrode faces that move from column to column
+        network[col // 6 : 3 + col // 4, :, col] = 4
+        network[29 + (col % 7) // 2 : 35 + col % 5, :, col] = 4
+    inside = network[10:28]
+    specks = rng.random(inside.shape) < 0.2
+    inside[specks] = rng.choice([1, 2, 3], size=int(specks.sum()))
+    inside[4:12, 2:8, 5:20] = 3  # deposited Li across the mid-plane, on both sides of it
+    settings = {"min_component_voxels": 4, "band_margin_um": 0.0}
+    whole = _postprocess(network, tmp_path / "whole", **settings)
+    monkeypatch.setattr(post, "CHUNK_EDGES", (256, 64, 4))
+    tiled = _postprocess(network, tmp_path / "tiled", **settings)
+    assert zarr.open_array(str(tmp_path / "tiled" / "out.zarr")).chunks[2] == 4
+    np.testing.assert_array_equal(tiled, whole)
+    assert len(np.unique(whole)) >= 6  # both electrodes, both Li sides, specks: a real split
 
 
 class _CountingRows:
@@ -151,9 +197,10 @@ def test_slabs_with_halo_read_every_row_once(slab_rows: int, halo: int) -> None:
     volume = np.random.default_rng(0).integers(0, 5, (3, 17, 4)).astype(np.uint8)
     source = _CountingRows(volume)
     starts = []
-    for start, stop, low, block in post._slabs_with_halo(source, slab_rows, halo):
+    for start, stop, low, parts in post._slabs_with_halo(source, slab_rows, halo):
         starts.append(start)
         assert (stop, low) == (min(start + slab_rows, 17), max(start - halo, 0))
+        block = np.concatenate(parts, axis=1)
         np.testing.assert_array_equal(block, volume[:, low : min(stop + halo, 17)])
     assert starts == list(range(0, 17, slab_rows))
     assert (source.reads == 1).all()
@@ -198,14 +245,26 @@ def test_interfaces_in_one_pass_match_a_column_by_column_search(seed: int) -> No
 
 
 @pytest.mark.parametrize("min_voxels", [2, 5, 8, 9, 27])
-@pytest.mark.parametrize("open_ends", [(False, False), (True, False), (True, True)])
+@pytest.mark.parametrize(
+    "open_ends",
+    [
+        ((False, False), (False, False)),
+        ((True, False), (False, False)),
+        ((True, True), (False, False)),
+        ((False, False), (False, True)),
+        ((False, True), (True, True)),
+    ],
+)
 @pytest.mark.parametrize("way", ["candidate graph", "whole labelling"])
 def test_small_components_match_scipy_labelling(
-    monkeypatch: pytest.MonkeyPatch, min_voxels: int, open_ends: tuple[bool, bool], way: str
+    monkeypatch: pytest.MonkeyPatch,
+    min_voxels: int,
+    open_ends: tuple[tuple[bool, bool], tuple[bool, bool]],
+    way: str,
 ) -> None:
-    """Both ways, the cube-and-graph search and the labelling of a speckled slab whole, find
+    """Both ways, the cube-and-graph search and the labelling of a speckled tile whole, find
     exactly the components that scipy's labelling of each class finds under `min_voxels`,
-    sparing those that touch an open row end."""
+    sparing those that touch an open end (rows or columns)."""
     graph = way == "candidate graph"
     monkeypatch.setattr(post, "GRAPH_MAX_CANDIDATES", 1.0 if graph else 0.0)
     labelled = []
@@ -220,11 +279,13 @@ def test_small_components_match_scipy_labelling(
     block[4:] = rng.choice([0, 1, 2, 3], size=(10, 12, 16), p=[0.55, 0.2, 0.15, 0.1])
     block[8:12, 3:9, 4:10] = 2  # one more large one, joined to small ones around it
     expected = _reference_small_components(block, min_voxels)
-    for edge, is_open in zip((0, -1), open_ends, strict=True):
-        if is_open:  # components seen at an open row end continue beyond the block
-            for cid in range(1, 5):
+    for axis, ends in enumerate(open_ends, start=1):
+        for edge, is_open in zip((0, -1), ends, strict=True):
+            if not is_open:
+                continue
+            for cid in range(1, 5):  # components seen at an open end continue beyond the block
                 components, _ = ndimage.label(block == cid, structure=np.ones((3, 3, 3), bool))
-                touching = np.unique(components[:, edge, :])
+                touching = np.unique(np.take(components, edge, axis=axis))
                 expected &= ~np.isin(components, touching[touching > 0])
     found = post._small_components(block, min_voxels, open_ends)
     assert expected.any()  # there are small components to find

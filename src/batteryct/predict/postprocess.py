@@ -17,13 +17,14 @@
    the speed. A speckled segmentation (an untrained or early model), where more than
    `GRAPH_MAX_CANDIDATES` of the voxels are such candidates, is labelled whole instead, all
    classes in one scikit-image pass: 22× faster there than the graph (BENCHMARKS.md).
-   Slabs of `slab_rows` rows are labelled with a halo of
-   `min_component_voxels - 1` rows on each side, so memory stays bounded and the decision is
-   still exact for the whole volume: a component that reaches the halo's edge spans more rows
-   than a small component can. Each row is read once (halos come from the neighbouring slabs
-   read before and after). Slabs are post-processed in threads (numpy and scipy release the
-   GIL), each writing its result as whole chunks of its own from its thread; a slab's labels
-   depend only on the network labels, so they are those of a serial pass.
+   Tiles of `slab_rows` rows by one output chunk's columns (the whole depth) are labelled
+   with a halo of `min_component_voxels - 1` rows and columns on each side, so memory stays
+   bounded whatever the scan's width and the decision is still exact for the whole volume: a
+   component that reaches the halo's edge spans more rows (or columns) than a small component
+   can. Each row is read once (halos come from the neighbouring slabs read before and after).
+   Tiles are post-processed in threads (numpy and scipy release the GIL), each writing its
+   result as whole chunks of its own from its thread; a tile's labels depend only on the
+   network labels, so they are those of a serial pass.
 """
 
 from __future__ import annotations
@@ -56,8 +57,8 @@ log = logging.getLogger(__name__)
 NETWORK_NAMES = ("background", "dendrite", "pit", "deposited_li", "electrode")
 MAX_WORKERS = 8
 T = TypeVar("T")
-SlabResult = tuple[int, int, int]
-"""A post-processed (and written) slab: first and end row, small-component voxels removed."""
+TileResult = tuple[int, int]
+"""A post-processed (and written) tile: its voxels, and its small-component voxels removed."""
 UNMAPPED = 255
 """Analysis label of a network class the analysis scheme lacks (post-processing off only)."""
 GRAPH_MAX_CANDIDATES = 0.05
@@ -150,13 +151,13 @@ def postprocess_scan(
     the volume's voxels."""
     source = zarr.open_array(str(network_labels), mode="r")
     shape = tuple(source.shape)
-    plane_voxels = shape[0] * shape[2]
 
-    def done(stage: str, rows: int) -> None:
+    def done(stage: str, voxels: int) -> None:
         if advance is not None:
-            advance(stage, rows * plane_voxels)
+            advance(stage, voxels)
 
     target = open_or_create(output, shape, _slab_chunks(shape, settings.slab_rows), "uint8")
+    tile_cols = target.chunks[2]  # tiles own whole chunks of the target
     check_postprocess(class_names, cell, settings)
     if not settings.enabled:
         done("post-processing", 0)
@@ -164,21 +165,31 @@ def postprocess_scan(
         for start in range(0, shape[1], settings.slab_rows):
             block = source[:, start : start + settings.slab_rows, :]
             target[:, start : start + settings.slab_rows, :] = _naive_analysis(block, lookup)
-            done("post-processing", block.shape[1])
+            done("post-processing", block.size)
         return {"enabled": False}
     lookup = _network_lookup(class_names)
     electrode_id = lookup["electrode"]
     maps = [np.full(shape[1:], np.nan) for _ in range(4)]
 
-    def interfaces(start: int) -> tuple[int, tuple[np.ndarray, ...]]:
-        block = np.asarray(source[:, start : start + settings.slab_rows, :])
-        return start, find_interfaces(block == electrode_id)
+    def interfaces(
+        tile: tuple[slice, slice],
+    ) -> tuple[tuple[slice, slice], tuple[np.ndarray, ...]]:
+        block = np.asarray(source[(slice(None), *tile)])
+        return tile, find_interfaces(block == electrode_id)
 
     done("interfaces", 0)
-    for start, found_maps in _in_order(interfaces, range(0, shape[1], settings.slab_rows)):
+    column_tiles = [
+        (
+            slice(row, min(row + settings.slab_rows, shape[1])),
+            slice(col, min(col + tile_cols, shape[2])),
+        )
+        for row in range(0, shape[1], settings.slab_rows)
+        for col in range(0, shape[2], tile_cols)
+    ]
+    for tile, found_maps in _in_order(interfaces, column_tiles):
         for m, found in zip(maps, found_maps, strict=True):
-            m[start : start + found.shape[0]] = found
-        done("interfaces", found_maps[0].shape[0])
+            m[tile] = found
+        done("interfaces", shape[0] * found_maps[0].size)
     found = not np.isnan(maps[1]).all()
     if found:
         smoothed = list(_in_order(lambda m: _fill_and_smooth(m, settings.smooth_columns), maps))
@@ -192,35 +203,35 @@ def postprocess_scan(
     margin = settings.band_margin_um / cell.voxel_size_um
     halo = max(settings.min_component_voxels - 1, 0)
     side_table = _side_table(lookup)
-    slots = labelling_slots(shape[0] * min(settings.slab_rows + 2 * halo, shape[1]) * shape[2])
+    tile_voxels = shape[0] * min(settings.slab_rows + 2 * halo, shape[1])
+    slots = labelling_slots(tile_voxels * min(tile_cols + 2 * halo, shape[2]))
 
-    def slab(item: tuple[int, int, int, np.ndarray]) -> SlabResult:
-        start, stop, low, block = item
-        high = low + block.shape[1]
-        rows = slice(low, high)
+    def post_process(tile: _Tile) -> TileResult:
+        around = tile.around
         out = _split_by_side(
-            block,
+            tile.block,
             side_table,
-            outer1[rows],
-            outer2[rows],
-            middle[rows],
+            outer1[around],
+            outer2[around],
+            middle[around],
             plating_at_end,
             margin,
         )
-        small = _small_components(
-            out, settings.min_component_voxels, (low > 0, high < shape[1]), slots
+        open_ends = tuple(
+            (part.start > 0, part.stop < size) for part, size in zip(around, shape[1:], strict=True)
         )
+        small = _small_components(out, settings.min_component_voxels, open_ends, slots)
         out[small] = 0
-        core = slice(start - low, stop - low)
-        target[:, start:stop, :] = out[:, core]  # whole chunks of its own: threads never share one
-        return start, stop, int(small[:, core].sum())
+        core = (slice(None), *tile.core_in_block)
+        target[(slice(None), *tile.core)] = out[core]  # whole chunks of its own: never shared
+        return out[core].size, int(small[core].sum())
 
     removed = 0
     done("post-processing", 0)
-    slabs = _slabs_with_halo(source, settings.slab_rows, halo)
-    for start, stop, count in _in_order(slab, slabs):
+    tiles = _tiles_with_halo(source, settings.slab_rows, tile_cols, halo)
+    for voxels, count in _in_order(post_process, tiles):
         removed += count
-        done("post-processing", stop - start)
+        done("post-processing", voxels)
     return {
         "enabled": True,
         "plating_side": cell.plating_side,
@@ -242,11 +253,51 @@ def _slab_chunks(shape: tuple[int, ...], slab_rows: int) -> tuple[int, int, int]
     )
 
 
+@dataclass(frozen=True)
+class _Tile:
+    """Network labels of a tile's rows and columns (the whole depth) and the halo around them."""
+
+    core: tuple[slice, slice]
+    """The tile's rows and columns in the volume."""
+    around: tuple[slice, slice]
+    """The rows and columns of `block` in the volume: the core and its halo."""
+    parts: list[np.ndarray]
+    """Views of consecutive rows of the slabs read, which together make up `block`."""
+
+    @property
+    def block(self) -> np.ndarray:
+        """The labels of `around` (a copy, made by the thread that post-processes the tile,
+        unless one slab holds all its rows)."""
+        return self.parts[0] if len(self.parts) == 1 else np.concatenate(self.parts, axis=1)
+
+    @property
+    def core_in_block(self) -> tuple[slice, slice]:
+        rows, cols = (
+            slice(c.start - a.start, c.stop - a.start)
+            for c, a in zip(self.core, self.around, strict=True)
+        )
+        return rows, cols
+
+
+def _tiles_with_halo(source: Any, slab_rows: int, tile_cols: int, halo: int) -> Iterator[_Tile]:
+    """Each slab of `slab_rows` rows (see `_slabs_with_halo`), cut into tiles of `tile_cols`
+    columns, each with up to `halo` columns of its neighbours on each side."""
+    cols = source.shape[2]
+    for start, stop, low, parts in _slabs_with_halo(source, slab_rows, halo):
+        rows = slice(low, low + sum(part.shape[1] for part in parts))
+        for first in range(0, cols, tile_cols):
+            end = min(first + tile_cols, cols)
+            around = slice(max(first - halo, 0), min(end + halo, cols))
+            core = (slice(start, stop), slice(first, end))
+            yield _Tile(core, (rows, around), [part[:, :, around] for part in parts])
+
+
 def _slabs_with_halo(
     source: Any, slab_rows: int, halo: int
-) -> Iterator[tuple[int, int, int, np.ndarray]]:
-    """(start, stop, low, rows low..high) of each slab of `slab_rows` rows of `source`, with up
-    to `halo` rows of its neighbours on each side; every row is read once, in order."""
+) -> Iterator[tuple[int, int, int, list[np.ndarray]]]:
+    """(start, stop, low, views of rows low..high in order) of each slab of `slab_rows` rows of
+    `source`, with up to `halo` rows of its neighbours on each side; every row is read once, in
+    order."""
     size = source.shape[1]
     held: deque[tuple[int, np.ndarray]] = deque()  # consecutive slabs read, first row each
     read_to = 0
@@ -258,8 +309,12 @@ def _slabs_with_halo(
             read_to = min(read_to + slab_rows, size)
         while held[0][0] + held[0][1].shape[1] <= low:
             held.popleft()
-        parts = [block[:, max(low - first, 0) : high - first] for first, block in held]
-        yield start, stop, low, parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+        yield (
+            start,
+            stop,
+            low,
+            [block[:, max(low - first, 0) : high - first] for first, block in held],
+        )
 
 
 def check_postprocess(class_names: list[str], cell: Cell, settings: PostProcessSettings) -> None:
@@ -365,14 +420,19 @@ def _split_by_side(
     return out
 
 
+OpenEnds = tuple[tuple[bool, bool], ...]
+"""Per axis of a block after depth (rows, then columns): whether its first and its last plane
+are open, i.e. cut from a larger volume, so that what touches them continues beyond."""
+
+
 def _small_components(
     block: np.ndarray,
     min_voxels: int,
-    open_ends: tuple[bool, bool],
+    open_ends: OpenEnds,
     slots: threading.Semaphore | None = None,
 ) -> np.ndarray:
     """Mask of the components (26-connected, per class) under `min_voxels`, except those that
-    touch a row end of the block marked open (they continue beyond it). A speckled block is
+    touch an end of the block marked open (they continue beyond it). A speckled block is
     labelled whole while holding one of `slots` (see `labelling_slots`).
 
     Only voxels that no uniform cube of `min_voxels` or more voxels covers can lie in a small
@@ -418,9 +478,8 @@ def _small_components(
             found[found] = nodes[position[found]] == target[found]
             rows_from.append(source[found])
             rows_to.append(position[found])
-    for edge, is_open in zip((0, block.shape[1] - 1), open_ends, strict=True):
-        if is_open:
-            keep |= coords[1] == edge
+    for axis, edge in _open_planes(block.shape, open_ends):
+        keep |= coords[axis] == edge
     pairs_from = np.concatenate(rows_from)
     graph = coo_matrix(
         (np.ones(pairs_from.size, bool), (pairs_from, np.concatenate(rows_to))),
@@ -436,17 +495,24 @@ def _small_components(
 
 
 def _small_components_labelled(
-    block: np.ndarray, min_voxels: int, open_ends: tuple[bool, bool]
+    block: np.ndarray, min_voxels: int, open_ends: OpenEnds
 ) -> np.ndarray:
     """`_small_components` by labelling every class of the block at once (scikit-image,
     26-connected, int64 labels): the way for a speckled block."""
     components = measure.label(block, background=0, connectivity=3)
     small = np.bincount(components.ravel()) < min_voxels
     small[0] = False  # background
-    for edge, is_open in zip((0, block.shape[1] - 1), open_ends, strict=True):
-        if is_open:
-            small[components[:, edge, :]] = False
+    for axis, edge in _open_planes(block.shape, open_ends):
+        small[np.take(components, edge, axis=axis)] = False
     return np.take(small, components)
+
+
+def _open_planes(shape: tuple[int, ...], open_ends: OpenEnds) -> Iterator[tuple[int, int]]:
+    """(axis, index) of each open end plane of a block of `shape` (see `OpenEnds`)."""
+    for axis, ends in enumerate(open_ends, start=1):
+        for edge, is_open in zip((0, shape[axis] - 1), ends, strict=True):
+            if is_open:
+                yield axis, edge
 
 
 def labelling_slots(slab_voxels: int) -> threading.Semaphore:
