@@ -87,7 +87,8 @@ class PostProcessSettings:
     """Tolerance beyond an interface when testing whether a class lies in its band."""
     min_component_voxels: int = 8
     slab_rows: int = 64
-    """Rows per slab; a slab is read with `min_component_voxels - 1` more rows on each side."""
+    """Rows per slab; a slab is post-processed in tiles of one output chunk's columns, each read
+    with `min_component_voxels - 1` more rows and columns on each side."""
     smooth_columns: int = 5
     """Median filter (pixels) over the interface maps."""
 
