@@ -10,8 +10,7 @@ import numpy as np
 import tifffile
 
 from batteryct.series import load_series
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.entry_point import ROOT
 
 
 def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -24,8 +24,7 @@ from batteryct.evaluation import (
 from batteryct.io import write_zarr
 from batteryct.series import load_series
 from batteryct.synth import HandLabelSettings
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.entry_point import ROOT
 
 
 def test_scores_equal_a_hand_computation() -> None:

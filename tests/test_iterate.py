@@ -32,9 +32,9 @@ from batteryct.iterate.manual import (
 from batteryct.series import load_series, save_series
 from batteryct.synth import CycleProtocol, generate_series
 from batteryct.synth.hand_labels import HandLabelSettings
+from tests.entry_point import ROOT
 from tests.training.helpers import KilledError
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY_TRAINING = [
     "scale=laptop",
     "data.patch_size=[32,32]",

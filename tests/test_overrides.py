@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
 
 from batteryct.errors import ConfigError
 from batteryct.overrides import check_overrides
+from tests.entry_point import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 ENTRY_POINTS = ("train", "predict", "synth", "prepare", "analyze", "evaluate")
 

@@ -23,9 +23,8 @@ from batteryct.analysis.scanpass import LabelValueError
 from batteryct.electrochem import faraday_segment
 from batteryct.errors import ConfigError
 from tests.analysis.helpers import C, hand_built_cell, write_series
-from tests.entry_point import Finished, run_entry_point
+from tests.entry_point import ROOT, Finished, run_entry_point
 
-REPO = Path(__file__).resolve().parents[2]
 QUIET = Console(quiet=True)
 V = 2.0  # µm voxels of the hand-built cell
 AREA = 8 * 10 * V**2  # ROI in-plane area, µm²
@@ -261,7 +260,7 @@ def test_analysis_never_imports_torch():
         "batteryct.analysis.figures, batteryct.analysis.report; "
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
 def test_entry_point_end_to_end(small_series_dir, tmp_path):
@@ -269,7 +268,7 @@ def test_entry_point_end_to_end(small_series_dir, tmp_path):
     proc = subprocess.run(
         [
             sys.executable,
-            str(REPO / "analyze.py"),
+            str(ROOT / "analyze.py"),
             f"series={small_series_dir / 'series.yaml'}",
             f"out={out}",
             "meshes.scans=[full]",

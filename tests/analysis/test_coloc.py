@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -15,8 +13,9 @@ from batteryct.analysis.coloc import (
     pearson,
     spearman,
 )
+from tests.entry_point import ROOT
 
-ORACLE = Path(__file__).resolve().parents[2] / ".." / "shared" / "oracles" / "coloc2"
+ORACLE = ROOT.parent / "shared" / "oracles" / "coloc2"
 needs_oracle = pytest.mark.skipif(not ORACLE.is_dir(), reason="Coloc 2 oracle folder absent")
 
 

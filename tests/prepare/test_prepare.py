@@ -35,10 +35,9 @@ from batteryct.series import load_series
 from batteryct.synth import CycleProtocol, HandLabelSettings, generate_series
 from batteryct.synth.misalign import MisalignSettings
 from tests.conftest import SMALL_SHAPE, small_series_kwargs
-from tests.entry_point import run_entry_point
+from tests.entry_point import ROOT, run_entry_point
 from tests.predict.conftest import predict_trainer
 
-ROOT = Path(__file__).resolve().parents[2]
 QUIET = Console(quiet=True)
 
 
