@@ -18,6 +18,7 @@ from batteryct.predict import engine as engine_module
 from batteryct.predict import postprocess as post
 from batteryct.predict.engine import argmax_uint8, entropy_uint8, from_logits, quantised
 from batteryct.predict.postprocess import find_interfaces
+from batteryct.predict.volume import mean_of_scratch, to_scratch
 from tests.predict.test_engine import _net
 from tests.predict.test_postprocess_and_combine import _postprocess
 
@@ -356,3 +357,23 @@ def test_side_split_in_pieces_matches_the_whole_block_rule(
     found = post._split_by_side(block, table, outer1, outer2, middle, plating_at_end, margin)
     np.testing.assert_array_equal(found, expected)
     assert len(np.unique(found)) == len(np.unique(table))  # every class on some side
+
+
+def test_scratch_conversions_equal_numpys() -> None:
+    """A multi-axis run's float16 scratch and the mean of its axes, converted by torch, hold
+    numpy's values bit for bit: rounding to the nearest float16 (ties to even, subnormals,
+    overflow to infinity) and float32 sums of the axes in order, divided."""
+    rng = np.random.default_rng(4)
+    probs = rng.random((5, 6, 7, 9), dtype=np.float32)
+    edges = np.array([0, 5.96e-8, 2.98e-8, 6.1e-5, 1 + 2**-11, 1 + 3 * 2**-11, 7e4], np.float32)
+    probs.reshape(-1)[: edges.size] = edges
+    for view in (probs, np.moveaxis(probs, 1, 2)):  # blocks laid out along any axis
+        with np.errstate(over="ignore"):
+            expected = view.astype(np.float16)
+        np.testing.assert_array_equal(to_scratch(view).view(np.uint16), expected.view(np.uint16))
+    parts = [rng.random((5, 4, 3, 8), dtype=np.float32).astype(np.float16) for _ in range(3)]
+    for count in (1, 2, 3):
+        expected = np.mean([p.astype(np.float32) for p in parts[:count]], axis=0)
+        mean = mean_of_scratch(parts[:count])
+        assert mean.dtype == np.float32
+        np.testing.assert_array_equal(mean, expected)

@@ -55,10 +55,12 @@ from batteryct.predict.volume import (
     chunks_for,
     entropy_uint8,
     iter_pending,
+    mean_of_scratch,
     open_or_create,
     predict_block,
     segment_block,
     slabs,
+    to_scratch,
 )
 from batteryct.series import Scan, Series, load_series, save_series, with_scans
 
@@ -414,10 +416,10 @@ def _segment(
                     unit.index,
                     scan_input.scale,
                 )
-                array(f"scratch_{axis}")[(slice(None), *key)] = probs.astype(np.float16)
+                array(f"scratch_{axis}")[(slice(None), *key)] = to_scratch(probs)
             else:
                 scratch = [array(f"scratch_{a}")[(slice(None), *key)] for a in axes]
-                probs = np.mean([p.astype(np.float32) for p in scratch], axis=0)
+                probs = mean_of_scratch(scratch)
                 _write_outputs(probs, key, settings, array)
             record.mark(unit.name, by=job)
         except BaseException:
