@@ -362,7 +362,8 @@ def test_side_split_in_pieces_matches_the_whole_block_rule(
 def test_scratch_conversions_equal_numpys() -> None:
     """A multi-axis run's float16 scratch and the mean of its axes, converted by torch, hold
     numpy's values bit for bit: rounding to the nearest float16 (ties to even, subnormals,
-    overflow to infinity) and float32 sums of the axes in order, divided."""
+    overflow to infinity) and float32 sums of the axes in order, divided; its labels are
+    numpy's argmax of the mean, the first of equal classes."""
     rng = np.random.default_rng(4)
     probs = rng.random((5, 6, 7, 9), dtype=np.float32)
     edges = np.array([0, 5.96e-8, 2.98e-8, 6.1e-5, 1 + 2**-11, 1 + 3 * 2**-11, 7e4], np.float32)
@@ -377,3 +378,7 @@ def test_scratch_conversions_equal_numpys() -> None:
         mean = mean_of_scratch(parts[:count])
         assert mean.dtype == np.float32
         np.testing.assert_array_equal(mean, expected)
+    mean[3] = mean[1] = 1.5  # classes 1 and 3 tie for the largest everywhere
+    labels = argmax_uint8(torch.from_numpy(mean), dim=0).numpy()
+    np.testing.assert_array_equal(labels, mean.argmax(0))  # the first of equals, as numpy's
+    assert (labels == 1).all()

@@ -40,7 +40,7 @@ from batteryct.errors import BatteryCTError, ConfigError
 from batteryct.io import export_tiff, open_volume, open_zarr_for_writing
 from batteryct.outfolder import write_json_atomic
 from batteryct.predict.checkpoint import TrainedModel, load_trained_model
-from batteryct.predict.engine import InferenceSettings, SlidingWindowEngine
+from batteryct.predict.engine import InferenceSettings, SlidingWindowEngine, argmax_uint8
 from batteryct.predict.folder import PredictionFolder
 from batteryct.predict.inputs import ScanInput, check_inputs
 from batteryct.predict.overlap import BackgroundWriter, ReadAhead
@@ -49,6 +49,8 @@ from batteryct.predict.uncertainty import rank_slices
 from batteryct.predict.units import run_units
 from batteryct.predict.volume import (
     AXIS_INDEX,
+    SCRATCH_ZSTD_LEVEL,
+    ZSTD_LEVEL,
     CompletionRecord,
     Outputs,
     block_key,
@@ -368,7 +370,8 @@ def _segment(
         specs["entropy"] = (shape, chunks, "uint8")
     if trainer.is_global_zero:  # create once, before any rank writes into them
         for name, (full_shape, chunk_shape, dtype) in specs.items():
-            open_or_create(work / f"{name}.zarr", full_shape, chunk_shape, dtype)
+            level = SCRATCH_ZSTD_LEVEL if name.startswith("scratch_") else ZSTD_LEVEL
+            open_or_create(work / f"{name}.zarr", full_shape, chunk_shape, dtype, level)
     trainer.strategy.barrier("batteryct-arrays")
     arrays: dict[str, Any] = {}
 
@@ -517,7 +520,7 @@ def _write_outputs(
     probs: np.ndarray, key: tuple[slice, slice, slice], settings: PredictSettings, array: Any
 ) -> None:
     """Labels (argmax) and, when asked, probabilities and entropy of one block (uint8)."""
-    array("labels_net")[key] = probs.argmax(axis=0).astype(np.uint8)
+    array("labels_net")[key] = argmax_uint8(torch.from_numpy(probs), dim=0).numpy()
     if settings.outputs.probabilities:
         quantised = np.clip(np.rint(probs * 255), 0, 255).astype(np.uint8)
         array("probabilities")[(slice(None), *key)] = quantised

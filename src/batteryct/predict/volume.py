@@ -36,6 +36,12 @@ CHUNK_EDGES = (256, 64, 1024)
 row slabs (`PostProcessSettings.slab_rows`), so it reads each chunk once; chunks are long in
 columns because zarr's cost per chunk exceeds that of decompressing 1 MiB (BENCHMARKS.md)."""
 
+ZSTD_LEVEL = 3
+"""zstd level of the outputs."""
+SCRATCH_ZSTD_LEVEL = 1
+"""zstd level of a multi-axis run's float16 scratch probabilities, written once and read once:
+2.3× faster to write and to read than level 3, 20 % larger (BENCHMARKS.md)."""
+
 
 @dataclass(frozen=True)
 class Outputs:
@@ -93,7 +99,11 @@ def chunks_for(shape: tuple[int, int, int], axis: str, thickness: int) -> tuple[
 
 
 def open_or_create(
-    path: Path, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: str
+    path: Path,
+    shape: tuple[int, ...],
+    chunks: tuple[int, ...],
+    dtype: str,
+    zstd_level: int = ZSTD_LEVEL,
 ) -> zarr.Array:
     """The zarr array at `path`, created (zstd-compressed) if absent; kept across resumes.
 
@@ -108,7 +118,7 @@ def open_or_create(
             chunks=chunks,
             dtype=dtype,
             fill_value=0,
-            compressors=ZstdCodec(level=3),
+            compressors=ZstdCodec(level=zstd_level),
         )
         try:
             tmp.rename(path)
