@@ -16,6 +16,7 @@ network is a 1 × 1 convolution (`--net trivial`: everything around the network)
 
     python bench/bench_pipeline.py                       # CPU proxy: 128 × 256 × 512, trivial
     python bench/bench_pipeline.py --net resunet7 --shape 698 192 3896 --axis rows --window 512
+    python bench/bench_pipeline.py --shape 256 256 512 --axis rows --trained-axes --skip-split
 """
 
 from __future__ import annotations
@@ -297,7 +298,7 @@ def end_to_end(
     accelerator = "gpu" if args.device.startswith("cuda") else "cpu"
     trainer = single_process_trainer(accelerator)
     settings = PredictSettings(
-        axes=(args.axis,),
+        axes=None if args.trained_axes else (args.axis,),
         slab=args.slab,
         slices_per_batch=args.slices_per_batch,
         outputs=Outputs(entropy=True),
@@ -335,6 +336,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--skip-split", action="store_true", help="only the end-to-end run")
     parser.add_argument(
+        "--trained-axes",
+        action="store_true",
+        help="end to end along every axis of the model's orientation, as predict.py does by "
+        "default (--axis rows or cols: a cross-section model, rows + cols averaged)",
+    )
+    parser.add_argument(
         "--repeats", type=int, default=3, help="end-to-end runs; the fastest is reported"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -353,7 +360,8 @@ def main() -> None:
     print(
         f"device: {args.device} ({name}), torch {torch.__version__}, threads "
         f"{torch.get_num_threads()}; {args.net} network, window {args.window}, "
-        f"{' × '.join(map(str, shape))} voxels along {args.axis}",
+        f"{' × '.join(map(str, shape))} voxels along "
+        + ("every axis of the model's orientation" if args.trained_axes else args.axis),
         flush=True,
     )
     results: dict[str, Any] = {"device": name, "shape": list(shape), "args": vars(args)}
