@@ -74,7 +74,7 @@ def write_synthetic_cell(path: Path, shape: tuple[int, int, int], seed: int = 0)
         array[start : start + len(slices), row : row + rows] = block
 
     corners = [(d, r) for d in range(0, depth, step_depth) for r in range(0, shape[1], step_rows)]
-    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+    with ThreadPoolExecutor(len(os.sched_getaffinity(0))) as pool:
         list(pool.map(write_block, corners))
     return path
 

@@ -358,19 +358,19 @@ def _segment(
         return engines[key]
 
     final_axis = axes[0]
-    specs: dict[str, tuple[tuple[int, ...], tuple[int, ...], str]] = {}
+    specs: dict[str, tuple[tuple[int, ...], tuple[int, ...], str, int]] = {}
     for axis in axes if len(axes) > 1 else ():
         chunks = chunks_for(shape, axis, settings.slab)
-        specs[f"scratch_{axis}"] = ((n_classes, *shape), (n_classes, *chunks), "float16")
+        scratch_spec = ((n_classes, *shape), (n_classes, *chunks), "float16", SCRATCH_ZSTD_LEVEL)
+        specs[f"scratch_{axis}"] = scratch_spec
     chunks = chunks_for(shape, final_axis, settings.slab)
-    specs["labels_net"] = (shape, chunks, "uint8")
+    specs["labels_net"] = (shape, chunks, "uint8", ZSTD_LEVEL)
     if settings.outputs.probabilities:
-        specs["probabilities"] = ((n_classes, *shape), (n_classes, *chunks), "uint8")
+        specs["probabilities"] = ((n_classes, *shape), (n_classes, *chunks), "uint8", ZSTD_LEVEL)
     if settings.outputs.entropy:
-        specs["entropy"] = (shape, chunks, "uint8")
+        specs["entropy"] = (shape, chunks, "uint8", ZSTD_LEVEL)
     if trainer.is_global_zero:  # create once, before any rank writes into them
-        for name, (full_shape, chunk_shape, dtype) in specs.items():
-            level = SCRATCH_ZSTD_LEVEL if name.startswith("scratch_") else ZSTD_LEVEL
+        for name, (full_shape, chunk_shape, dtype, level) in specs.items():
             open_or_create(work / f"{name}.zarr", full_shape, chunk_shape, dtype, level)
     trainer.strategy.barrier("batteryct-arrays")
     arrays: dict[str, Any] = {}
