@@ -137,23 +137,28 @@ def sync(device: torch.device) -> None:
 
 
 def timed(
-    totals: dict[str, float], name: str, fn: Callable[..., Any], device: torch.device
+    totals: dict[str, list[float]], name: str, fn: Callable[..., Any], device: torch.device
 ) -> Callable[..., Any]:
-    """`fn`, adding its wall time (device work included) to `totals[name]`."""
+    """`fn`, adding its wall time (device work included) and its CPU time (all of the process's
+    threads) to `totals[name]`, a [wall, CPU] pair of seconds."""
 
     def run(*args: Any, **kwargs: Any) -> Any:
         sync(device)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         result = fn(*args, **kwargs)
         sync(device)
-        totals[name] += time.perf_counter() - start
+        totals[name][0] += time.perf_counter() - start
+        totals[name][1] += time.process_time() - cpu_start
         return result
 
     return run
 
 
-def time_split(args: argparse.Namespace, folder: Path, series: Path, ckpt: Path) -> dict:
-    """Each stage timed on its own over the whole volume, one after the other (no overlap)."""
+def time_split(
+    args: argparse.Namespace, folder: Path, series: Path, ckpt: Path
+) -> dict[str, tuple[float, float]]:
+    """Each stage timed on its own over the whole volume, one after the other (no overlap):
+    stage -> (wall, CPU) seconds."""
     from batteryct.predict import Outputs, PostProcessSettings, postprocess_scan
     from batteryct.predict.checkpoint import load_trained_model
     from batteryct.predict.engine import SlidingWindowEngine
@@ -176,7 +181,7 @@ def time_split(args: argparse.Namespace, folder: Path, series: Path, ckpt: Path)
     model = load_trained_model(ckpt)
     scale = model.grey_scale(image, "benchmark image")
     engine = SlidingWindowEngine(model.net, model.patch_size, inference_settings(args), device)
-    totals: dict[str, float] = defaultdict(float)
+    totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
     engine._network = timed(totals, "network", engine._network, device)
     engine._blended = timed(totals, "network+blend", engine._blended, device)
     engine.segment = timed(totals, "engine", engine.segment, device)
@@ -196,36 +201,50 @@ def time_split(args: argparse.Namespace, folder: Path, series: Path, ckpt: Path)
                 engine, stack, args.axis, args.slices_per_batch, index, scale, outputs, "benchmark"
             )
             key = block_key(args.axis, unit.start, unit.stop)
-            start_write = time.perf_counter()
-            labels[key] = blocks["labels_net"]
-            entropy[key] = blocks["entropy"]
-            totals["write"] += time.perf_counter() - start_write
-    start_post = time.perf_counter()
-    postprocess_scan(
+            timed(totals, "write", _write_outputs, device)(
+                [(labels, key, blocks["labels_net"]), (entropy, key, blocks["entropy"])]
+            )
+    timed(totals, "postprocess", postprocess_scan, device)(
         folder / "split_labels.zarr",
         folder / "split_post.zarr",
         CLASSES,
         source.cell,
         PostProcessSettings(),
     )
-    totals["postprocess"] = time.perf_counter() - start_post
     start_slabs = time.perf_counter()  # the peer: each slab read on its own
     for unit in units:
         read_block(image, args.axis, unit.start, unit.stop, scale)
     read_by_slab = time.perf_counter() - start_slabs
     print(
-        f"read in bands of whole chunks {totals['read']:.2f} s, slab by slab "
-        f"{read_by_slab:.2f} s ({read_by_slab / totals['read']:.1f}x)"
+        f"read in bands of whole chunks {totals['read'][0]:.2f} s, slab by slab "
+        f"{read_by_slab:.2f} s ({read_by_slab / totals['read'][0]:.1f}x)"
     )
-    split = {
+    stages = {
         "read": totals["read"],
         "network": totals["network"],
-        "blend": totals["network+blend"] - totals["network"],
-        "softmax_entropy_argmax": totals["engine"] - totals["network+blend"],
+        "blend": np.subtract(totals["network+blend"], totals["network"]),
+        "softmax_entropy_argmax": np.subtract(totals["engine"], totals["network+blend"]),
         "write": totals["write"],
         "postprocess": totals["postprocess"],
     }
-    return split
+    return {stage: (float(wall), float(cpu)) for stage, (wall, cpu) in stages.items()}
+
+
+FLOOR_STAGES = ("network", "write", "postprocess")
+"""Stages whose work no change around the network removes: the network itself, zstd compression
+of the outputs and post-processing (its own target: 50 Mvoxel/s in 2 threads)."""
+
+
+def cpu_floor(split: dict[str, tuple[float, float]], cores: int) -> float:
+    """The least wall time of an end-to-end run on `cores` cores: the CPU time of FLOOR_STAGES
+    shared perfectly between the cores."""
+    return sum(split[stage][1] for stage in FLOOR_STAGES) / cores
+
+
+def _write_outputs(writes: list[tuple[Any, tuple[slice, ...], np.ndarray]]) -> None:
+    """Each (array, selection, values) written in turn."""
+    for array, key, values in writes:
+        array[key] = values
 
 
 def postprocess_scaling(
@@ -375,13 +394,27 @@ def main() -> None:
         series = save_series(Series(cell, {0: "background"}, scans), folder / "series.yaml")
         if not args.skip_split:
             split = time_split(args, folder, series, ckpt)
-            total = sum(split.values())
-            print("time split (each stage on its own, no overlap):")
-            for stage, seconds in split.items():
+            total = sum(wall for wall, _ in split.values())
+            print("time split (each stage on its own, no overlap; CPU time of all threads):")
+            for stage, (seconds, cpu) in split.items():
                 if seconds:
-                    print(f"  {stage:24s} {seconds:8.2f} s  {seconds / total * 100:5.1f} %")
+                    print(
+                        f"  {stage:24s} {seconds:8.2f} s  {seconds / total * 100:5.1f} %"
+                        f"   CPU {cpu:6.2f} s"
+                    )
             print(f"  {'sum':24s} {total:8.2f} s  ({voxels / total / 1e6:.2f} Mvoxel/s)")
-            results["split_s"] = split
+            results["split_s"] = {stage: wall for stage, (wall, _) in split.items()}
+            results["split_cpu_s"] = {stage: cpu for stage, (_, cpu) in split.items()}
+            if args.device == "cpu":
+                cores = len(os.sched_getaffinity(0))
+                floor = cpu_floor(split, cores)
+                print(
+                    f"floor on {cores} cores: the network, the writes and post-processing alone "
+                    f"take {floor * cores:.2f} CPU-s, so end to end takes at least {floor:.2f} s, "
+                    f"at most {voxels / floor / 1e6:.1f} Mvoxel/s even were read, blend, "
+                    "softmax/entropy/argmax, ranking and the per-scan costs free"
+                )
+                results["floor_s"] = floor
             scaling = postprocess_scaling(folder, series, voxels, min(2, args.repeats))
             print(
                 "post-processing alone: "
