@@ -18,7 +18,6 @@ from batteryct.predict import engine as engine_module
 from batteryct.predict import postprocess as post
 from batteryct.predict.engine import argmax_uint8, entropy_uint8, from_logits, quantised
 from batteryct.predict.postprocess import find_interfaces
-from batteryct.predict.volume import mean_of_scratch, to_scratch
 from tests.predict.test_engine import _net
 from tests.predict.test_postprocess_and_combine import _postprocess
 
@@ -359,26 +358,40 @@ def test_side_split_in_pieces_matches_the_whole_block_rule(
     assert len(np.unique(found)) == len(np.unique(table))  # every class on some side
 
 
-def test_scratch_conversions_equal_numpys() -> None:
-    """A multi-axis run's float16 scratch and the mean of its axes, converted by torch, hold
-    numpy's values bit for bit: rounding to the nearest float16 (ties to even, subnormals,
-    overflow to infinity) and float32 sums of the axes in order, divided; its labels are
-    numpy's argmax of the mean, the first of equal classes."""
-    rng = np.random.default_rng(4)
-    probs = rng.random((5, 6, 7, 9), dtype=np.float32)
+def test_multi_axis_mean_equals_numpys() -> None:
+    """A multi-axis run keeps its earlier axes' probabilities as float16 and averages them with
+    the last axis's in the engine: numpy's values bit for bit. Rounding to the nearest float16
+    (ties to even, subnormals, overflow to infinity), float32 sums in order with the engine's
+    own axis first, divided; labels are numpy's argmax of the mean (the first of equal
+    classes), probabilities its rounding × 255, entropy that of the mean."""
     edges = np.array([0, 5.96e-8, 2.98e-8, 6.1e-5, 1 + 2**-11, 1 + 3 * 2**-11, 7e4], np.float32)
-    probs.reshape(-1)[: edges.size] = edges
-    for view in (probs, np.moveaxis(probs, 1, 2)):  # blocks laid out along any axis
-        with np.errstate(over="ignore"):
-            expected = view.astype(np.float16)
-        np.testing.assert_array_equal(to_scratch(view).view(np.uint16), expected.view(np.uint16))
-    parts = [rng.random((5, 4, 3, 8), dtype=np.float32).astype(np.float16) for _ in range(3)]
-    for count in (1, 2, 3):
-        expected = np.mean([p.astype(np.float32) for p in parts[:count]], axis=0)
-        mean = mean_of_scratch(parts[:count])
-        assert mean.dtype == np.float32
-        np.testing.assert_array_equal(mean, expected)
-    mean[3] = mean[1] = 1.5  # classes 1 and 3 tie for the largest everywhere
-    labels = argmax_uint8(torch.from_numpy(mean), dim=0).numpy()
-    np.testing.assert_array_equal(labels, mean.argmax(0))  # the first of equals, as numpy's
+    with np.errstate(over="ignore"):
+        expected16 = edges.astype(np.float16)
+    converted = torch.from_numpy(edges).to(torch.float16).numpy()
+    np.testing.assert_array_equal(converted.view(np.uint16), expected16.view(np.uint16))
+
+    rng = np.random.default_rng(4)
+    slices = torch.rand(3, 1, 40, 70)
+    engine = SlidingWindowEngine(_net(), (32, 32), InferenceSettings(precision="fp32"))
+    own = engine.probabilities(slices).numpy()
+    own16 = engine.probabilities(slices, torch.float16).numpy()
+    np.testing.assert_array_equal(own16.view(np.uint16), own.astype(np.float16).view(np.uint16))
+    # the earlier axes' blocks arrive classes first, moved to slices first: strided views
+    earlier = [
+        np.moveaxis(rng.random((3, 3, 40, 70), dtype=np.float32).astype(np.float16), 1, 0)
+        for _ in range(2)
+    ]
+    for count in (1, 2):
+        parts = earlier[:count]
+        mean = np.mean([own16.astype(np.float32), *parts], axis=0, dtype=np.float32)
+        result = engine.segment(slices, True, True, [torch.from_numpy(part) for part in parts])
+        np.testing.assert_array_equal(result.labels.numpy(), mean.argmax(1))
+        rounded = np.clip(np.rint(mean * 255), 0, 255).astype(np.uint8)
+        np.testing.assert_array_equal(result.probabilities.numpy(), rounded)
+        entropy = entropy_uint8(torch.from_numpy(mean), dim=1).numpy()
+        np.testing.assert_array_equal(result.entropy.numpy(), entropy)
+    tied = torch.from_numpy(mean.copy())
+    tied[:, 2] = tied[:, 1] = 1.5  # classes 1 and 2 tie for the largest everywhere
+    labels = engine_module.from_probabilities(tied, False, False).labels.numpy()
+    np.testing.assert_array_equal(labels, tied.numpy().argmax(1))  # the first of equals
     assert (labels == 1).all()

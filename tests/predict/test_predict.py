@@ -148,6 +148,43 @@ def test_killed_prediction_resumes_to_byte_identical_output(
         assert ours[name].tobytes() == theirs[name].tobytes(), name
 
 
+def test_a_multi_axis_run_stopped_in_either_stage_resumes_to_identical_output(
+    small_checkpoint: Path, small_series_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """Along three axes (the model's default), stopped while keeping an earlier axis's
+    probabilities and again while averaging them with the last axis: each rerun does only the
+    slabs left and the outputs equal an uninterrupted run's, byte for byte."""
+    series = small_series_dir / "series.yaml"
+    predict(small_checkpoint, series, tmp_path / "whole", scans=("scan_12",))
+    out = tmp_path / "stopped"
+    shown = []
+    for name, calls_before_failing in (("probabilities_block", 7), ("segment_block", 2)):
+        real, calls = getattr(run_module, name), []
+
+        def fails(*args: object, real=real, calls=calls, limit=calls_before_failing, **kw: object):
+            calls.append(args)
+            if len(calls) > limit:
+                raise RuntimeError("the node went down")
+            return real(*args, **kw)
+
+        console = Console(record=True, width=200)
+        with monkeypatch.context() as patch, pytest.raises(RuntimeError, match="node went"):
+            patch.setattr(run_module, name, fails)
+            predict(small_checkpoint, series, out, console=console, scans=("scan_12",))
+        shown.append(console.export_text())
+    console = Console(record=True, width=200)
+    predict(small_checkpoint, series, out, console=console, scans=("scan_12",))
+    shown.append(console.export_text())
+    slabs = [-(-size // 8) for size in SMALL_SHAPE]  # slabs of 8 along depth, rows and cols
+    assert f"axis:rows — {slabs[1]} slab(s)" in shown[0]
+    assert f"axis:cols — {slabs[2] - 1} slab(s)" in shown[1]  # rows and 1 col slab were done
+    assert "axis:rows —" not in shown[1] + shown[2] and "axis:cols —" not in shown[2]
+    assert f"final — {slabs[0] - 2} slab(s)" in shown[2]
+    ours, theirs = read_outputs(out, "scan_12"), read_outputs(tmp_path / "whole", "scan_12")
+    for name in ours:
+        assert ours[name].tobytes() == theirs[name].tobytes(), name
+
+
 def test_two_ddp_processes_equal_one(
     small_checkpoint: Path,
     small_series_dir: Path,
@@ -325,12 +362,12 @@ def test_tiff_export_and_a_full_disk(
         tifffile.imread(tmp_path / "t" / "tiff" / "scan_00_labels.tif"), labels
     )
 
-    import batteryct.predict.run as run_module
+    import batteryct.predict.overlap as overlap_module
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(run_module, "_write_outputs", full)
+    monkeypatch.setattr(overlap_module, "_write", full)  # every write of a slab's outputs
     with pytest.raises(ConfigError, match="is full while segmenting scan_06"):
         predict(small_checkpoint, series, tmp_path / "full", scans=("scan_06",))
     assert not (tmp_path / "full" / "labels").exists()

@@ -31,7 +31,8 @@ from batteryct.predict.volume import (
     chunks_for,
     iter_pending,
     open_or_create,
-    predict_block,
+    probabilities_block,
+    read_block,
     slabs,
 )
 from batteryct.series import Scan, Series, load_series, save_series, with_scans
@@ -218,16 +219,11 @@ def _combine_scan(
             key = (m, str(device))
             if key not in engines:
                 engines[key] = SlidingWindowEngine(model.net, model.patch_size, inference, device)
+            where = f"{image.path}, slices {start}-{stop - 1} along {axis}"
+            stack = read_block(image, axis, start, stop, scales[m])
             probs.append(
-                predict_block(
-                    engines[key],
-                    image,
-                    axis,
-                    start,
-                    stop,
-                    settings.slices_per_batch,
-                    index,
-                    scales[m],
+                probabilities_block(
+                    engines[key], stack, axis, settings.slices_per_batch, index, scales[m], where
                 )
             )
         positive = [p[1] for p in probs[:n_binary]]

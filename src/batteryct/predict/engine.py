@@ -12,6 +12,7 @@ from the logits without forming the softmax (`from_logits`): `segment` copies ba
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -232,29 +233,38 @@ class SlidingWindowEngine:
                 total = probs if total is None else total + probs
             return total / passes if passes > 1 else total
 
-    def probabilities(self, slices: torch.Tensor) -> torch.Tensor:
-        """Softmax of the blended logits (on the CPU); with MC dropout, the mean over the
-        passes."""
-        return to_host(self._probabilities(slices))
+    def probabilities(
+        self, slices: torch.Tensor, dtype: torch.dtype = torch.float32
+    ) -> torch.Tensor:
+        """Softmax of the blended logits (on the CPU), converted to `dtype` on the engine's
+        device; with MC dropout, the mean over the passes."""
+        with torch.inference_mode():
+            return to_host(self._probabilities(slices).to(dtype))
 
     def segment(
-        self, slices: torch.Tensor, entropy: bool = False, probabilities: bool = False
+        self,
+        slices: torch.Tensor,
+        entropy: bool = False,
+        probabilities: bool = False,
+        earlier: Sequence[torch.Tensor] = (),
     ) -> Segmented:
         """Labels (the most probable class, the first of equals) of slices (N, 1, H, W) and,
         when asked, their normalised entropy and quantised probabilities: computed on the
         engine's device in float32, copied back to the CPU as uint8.
 
-        With Monte-Carlo dropout they come from the mean probabilities of the passes; without,
-        from the blended logits directly (see `from_logits`)."""
+        With `earlier`, the float16 probabilities (N, classes, H, W) of the same pixels
+        predicted along other axes, they come from the mean of these slices' probabilities
+        (rounded to float16 likewise, and first in the sum) and those, summed in order in
+        float32. With Monte-Carlo dropout they come from the mean probabilities of the passes;
+        otherwise from the blended logits directly (see `from_logits`)."""
         with torch.inference_mode():
+            if earlier:
+                total = self._probabilities(slices).to(torch.float16).float()
+                for part in earlier:
+                    total += part.to(self.device, non_blocking=True)
+                return from_probabilities(total.div_(len(earlier) + 1), entropy, probabilities)
             if self.settings.mc_dropout_passes > 0:
-                probs = self._probabilities(slices)
-                result = Segmented(to_host(argmax_uint8(probs, dim=1)))
-                if entropy:
-                    result.entropy = to_host(entropy_uint8(probs, dim=1))
-                if probabilities:
-                    result.probabilities = to_host(quantised(probs))
-                return result
+                return from_probabilities(self._probabilities(slices), entropy, probabilities)
             return from_logits(self._blended(slices, reuse=True), entropy, probabilities)
 
 
@@ -279,6 +289,17 @@ class Segmented:
     """(N, H, W) normalised entropy: 0 certain, 255 uniform."""
     probabilities: torch.Tensor | None = None
     """(N, classes, H, W) probabilities × 255."""
+
+
+def from_probabilities(probs: torch.Tensor, entropy: bool, probabilities: bool) -> Segmented:
+    """Labels, and when asked entropy and quantised probabilities, of class probabilities
+    (N, C, H, W), as uint8 on the CPU."""
+    result = Segmented(to_host(argmax_uint8(probs, dim=1)))
+    if entropy:
+        result.entropy = to_host(entropy_uint8(probs, dim=1))
+    if probabilities:
+        result.probabilities = to_host(quantised(probs))
+    return result
 
 
 def from_logits(logits: torch.Tensor, entropy: bool, probabilities: bool) -> Segmented:

@@ -40,7 +40,7 @@ from batteryct.errors import BatteryCTError, ConfigError
 from batteryct.io import export_tiff, open_volume, open_zarr_for_writing
 from batteryct.outfolder import write_json_atomic
 from batteryct.predict.checkpoint import TrainedModel, load_trained_model
-from batteryct.predict.engine import InferenceSettings, SlidingWindowEngine, argmax_uint8
+from batteryct.predict.engine import InferenceSettings, SlidingWindowEngine
 from batteryct.predict.folder import PredictionFolder
 from batteryct.predict.inputs import ScanInput, check_inputs
 from batteryct.predict.overlap import BackgroundWriter, ReadAhead
@@ -55,14 +55,11 @@ from batteryct.predict.volume import (
     Outputs,
     block_key,
     chunks_for,
-    entropy_uint8,
     iter_pending,
-    mean_of_scratch,
     open_or_create,
-    predict_block,
+    probabilities_block,
     segment_block,
     slabs,
-    to_scratch,
 )
 from batteryct.series import Scan, Series, load_series, save_series, with_scans
 
@@ -357,9 +354,9 @@ def _segment(
             engines[key] = SlidingWindowEngine(model.net, model.patch_size, inference, device)
         return engines[key]
 
-    final_axis = axes[0]
+    final_axis, earlier_axes = axes[0], axes[1:]
     specs: dict[str, tuple[tuple[int, ...], tuple[int, ...], str, int]] = {}
-    for axis in axes if len(axes) > 1 else ():
+    for axis in earlier_axes:
         chunks = chunks_for(shape, axis, settings.slab)
         scratch_spec = ((n_classes, *shape), (n_classes, *chunks), "float16", SCRATCH_ZSTD_LEVEL)
         specs[f"scratch_{axis}"] = scratch_spec
@@ -382,57 +379,51 @@ def _segment(
 
     def work_on(unit: _Unit, device: torch.device, wait: bool = False) -> int:
         """Do the unit unless it is done or (`wait` False) another process holds it; the
-        voxels segmented. A single-axis unit's outputs are written in the background while the
-        next unit runs; the unit is recorded as done, and its lock released, once they are."""
+        voxels segmented. Its outputs are written in the background while the next unit runs;
+        the unit is recorded as done, and its lock released, once they are."""
         lock = record.acquire(unit.name, wait)
         if lock is None:
             return 0
         try:
             engine = engine_on(device)
-            key = block_key(
-                final_axis if unit.kind == "final" else unit.kind[5:], unit.start, unit.stop
-            )
-            if unit.kind == "final" and len(axes) == 1:
-                where = f"{image.path}, slices {unit.start}-{unit.stop - 1} along {final_axis}"
+            axis = _axis_of(unit.kind, final_axis)
+            key = block_key(axis, unit.start, unit.stop)
+            where = f"{image.path}, slices {unit.start}-{unit.stop - 1} along {axis}"
+            stack = reader.get(unit)
+            if unit.kind == "final":
+                earlier = [array(f"scratch_{a}")[(slice(None), *key)] for a in earlier_axes]
                 blocks = segment_block(
                     engine,
-                    reader.get(unit),
-                    final_axis,
+                    stack,
+                    axis,
                     settings.slices_per_batch,
                     unit.index,
                     scan_input.scale,
                     settings.outputs,
                     where,
+                    earlier,
                 )
                 writes = [(array(n), _full_key(n, key), b) for n, b in blocks.items()]
-                writer.submit(writes, unit, lock)
-                return unit.voxels
-            if unit.kind.startswith("axis:"):
-                axis = unit.kind[5:]
-                probs = predict_block(
+            else:
+                probs = probabilities_block(
                     engine,
-                    image,
+                    stack,
                     axis,
-                    unit.start,
-                    unit.stop,
                     settings.slices_per_batch,
                     unit.index,
                     scan_input.scale,
+                    where,
+                    torch.float16,
                 )
-                array(f"scratch_{axis}")[(slice(None), *key)] = to_scratch(probs)
-            else:
-                scratch = [array(f"scratch_{a}")[(slice(None), *key)] for a in axes]
-                probs = mean_of_scratch(scratch)
-                _write_outputs(probs, key, settings, array)
-            record.mark(unit.name, by=job)
+                writes = [(array(f"scratch_{axis}"), (slice(None), *key), probs)]
+            writer.submit(writes, unit, lock)
         except BaseException:
             lock.release()
             raise
-        lock.release()
         return unit.voxels
 
     def pending(kind: str) -> list[_Unit]:
-        axis = final_axis if kind == "final" else kind[5:]
+        axis = _axis_of(kind, final_axis)
         plane = int(np.prod(shape)) // shape[AXIS_INDEX[axis]]
         return [
             _Unit(scan.id, kind, i, start, stop, (stop - start) * plane)
@@ -441,16 +432,14 @@ def _segment(
             )
         ]
 
-    stages = [f"axis:{a}" for a in axes] if len(axes) > 1 else []
-    stages.append("final")
-    for kind in stages:
+    for kind in [*(f"axis:{a}" for a in earlier_axes), "final"]:
         units = pending(kind)
         if trainer.is_global_zero and units:
             console.print(f"{scan.id}: {kind} — {len(units)} slab(s) of {settings.slab} to do")
         own = units[trainer.global_rank :: trainer.world_size]
         with (
             _progress(console, trainer.is_global_zero) as bar,
-            ReadAhead(image, final_axis, scan_input.scale, own) as reader,
+            ReadAhead(image, _axis_of(kind, final_axis), scan_input.scale, own) as reader,
             BackgroundWriter(record, job) as writer,
         ):
             task = bar.add_task(f"{scan.id} {kind}", total=sum(u.voxels for u in own))
@@ -461,6 +450,11 @@ def _segment(
         left = pending(kind)
         if left:
             raise RuntimeError(f"{scan.id}: {len(left)} slab(s) of stage {kind} were not done")
+
+
+def _axis_of(kind: str, final_axis: str) -> str:
+    """The slice axis of a stage: "axis:<axis>" (an earlier axis's scratch) or "final"."""
+    return final_axis if kind == "final" else kind.removeprefix("axis:")
 
 
 def _full_key(name: str, key: tuple[slice, slice, slice]) -> tuple[slice, ...]:
@@ -514,18 +508,6 @@ def _progress(console: Console, visible: bool) -> Progress:
         disable=not visible,
         transient=False,
     )
-
-
-def _write_outputs(
-    probs: np.ndarray, key: tuple[slice, slice, slice], settings: PredictSettings, array: Any
-) -> None:
-    """Labels (argmax) and, when asked, probabilities and entropy of one block (uint8)."""
-    array("labels_net")[key] = argmax_uint8(torch.from_numpy(probs), dim=0).numpy()
-    if settings.outputs.probabilities:
-        quantised = np.clip(np.rint(probs * 255), 0, 255).astype(np.uint8)
-        array("probabilities")[(slice(None), *key)] = quantised
-    if settings.outputs.entropy:
-        array("entropy")[key] = entropy_uint8(probs)
 
 
 def _finish_scan(

@@ -14,7 +14,7 @@ import os
 import shutil
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +28,6 @@ from batteryct.greyvalues import GreyScale
 from batteryct.io import Volume, open_zarr_for_writing
 from batteryct.locks import FileLock
 from batteryct.predict.engine import SlidingWindowEngine
-from batteryct.predict.engine import entropy_uint8 as engine_entropy
 
 AXIS_INDEX = {"depth": 0, "rows": 1, "cols": 2}
 CHUNK_EDGES = (256, 64, 1024)
@@ -140,32 +139,6 @@ def block_key(axis: str, start: int, stop: int) -> tuple[slice, slice, slice]:
     return (key[0], key[1], key[2])
 
 
-def predict_block(
-    engine: SlidingWindowEngine,
-    image: Volume,
-    axis: str,
-    start: int,
-    stop: int,
-    slices_per_batch: int,
-    seed: int,
-    scale: GreyScale,
-) -> np.ndarray:
-    """Class probabilities (classes, *block) of the slices start..stop along `axis`, grey
-    values mapped to the model's 0-1 by `scale`."""
-    position = AXIS_INDEX[axis]
-    where = f"{image.path}, slices {start}-{stop - 1} along {axis}"
-    block = scale.apply(np.asarray(image[block_key(axis, start, stop)]), where)
-    stack = np.ascontiguousarray(np.moveaxis(block, position, 0))
-    engine.check_fits(stack.shape[1], stack.shape[2], f"{image.path} along {axis}")
-    torch.manual_seed(seed)  # Monte-Carlo dropout draws the same masks on a resumed run
-    parts = []
-    for first in range(0, stack.shape[0], slices_per_batch):
-        batch = torch.from_numpy(stack[first : first + slices_per_batch, None])
-        parts.append(engine.probabilities(batch).numpy())
-    probs = np.concatenate(parts)  # (n, classes, H, W)
-    return np.moveaxis(probs.transpose(1, 0, 2, 3), 1, position + 1)
-
-
 def read_block(image: Volume, axis: str, start: int, stop: int, scale: GreyScale) -> np.ndarray:
     """The slices start..stop along `axis` as stored (grey values checked against `scale`),
     stacked along the first axis (slices, height, width)."""
@@ -184,55 +157,66 @@ def segment_block(
     scale: GreyScale,
     outputs: Outputs,
     where: str,
+    earlier: Sequence[np.ndarray] = (),
 ) -> dict[str, np.ndarray]:
     """Network labels and (as `outputs` asks) entropy and probabilities, uint8, of a stack of
     slices from `read_block`, laid out as the block along `axis` (probabilities classes first).
 
-    Grey values go to the engine's device as stored and are mapped to 0-1 there; only uint8
-    comes back."""
+    With `earlier`, the block's float16 probabilities along other axes (classes first, from
+    `probabilities_block`), they come from the mean of this axis's and those (see
+    `SlidingWindowEngine.segment`). Grey values go to the engine's device as stored and are
+    mapped to 0-1 there; only uint8 comes back."""
     engine.check_fits(stack.shape[1], stack.shape[2], where)
     torch.manual_seed(seed)  # Monte-Carlo dropout draws the same masks on a resumed run
+    position = AXIS_INDEX[axis]
+    slices_first = [torch.from_numpy(np.moveaxis(part, position + 1, 0)) for part in earlier]
     parts: dict[str, list[np.ndarray]] = {"labels_net": [], "entropy": [], "probabilities": []}
     for first in range(0, stack.shape[0], slices_per_batch):
         batch = torch.from_numpy(np.ascontiguousarray(stack[first : first + slices_per_batch]))
         slices = scale.apply_tensor(batch.to(engine.device, non_blocking=True))[:, None]
-        result = engine.segment(slices, outputs.entropy, outputs.probabilities)
+        others = [part[first : first + slices_per_batch] for part in slices_first]
+        result = engine.segment(slices, outputs.entropy, outputs.probabilities, others)
         parts["labels_net"].append(result.labels.numpy())
         if result.entropy is not None:
             parts["entropy"].append(result.entropy.numpy())
         if result.probabilities is not None:
             parts["probabilities"].append(result.probabilities.numpy())
-    position = AXIS_INDEX[axis]
     blocks = {
         name: np.moveaxis(np.concatenate(arrays), 0, position)
         for name, arrays in parts.items()
         if arrays and name != "probabilities"
     }
     if parts["probabilities"]:
-        probs = np.concatenate(parts["probabilities"])  # (n, classes, H, W)
-        blocks["probabilities"] = np.moveaxis(probs.transpose(1, 0, 2, 3), 1, position + 1)
+        blocks["probabilities"] = _classes_first(np.concatenate(parts["probabilities"]), axis)
     return blocks
 
 
-def to_scratch(probs: np.ndarray) -> np.ndarray:
-    """Probabilities as the float16 of a multi-axis run's scratch arrays: numpy's `astype`
-    values (round to nearest even), converted by torch's vectorised kernels, 8× faster."""
-    return torch.from_numpy(probs).to(torch.float16).numpy()
+def probabilities_block(
+    engine: SlidingWindowEngine,
+    stack: np.ndarray,
+    axis: str,
+    slices_per_batch: int,
+    seed: int,
+    scale: GreyScale,
+    where: str,
+    dtype: torch.dtype = torch.float32,
+) -> np.ndarray:
+    """Class probabilities (classes, *block) of a stack of slices from `read_block`, in
+    `dtype` (converted on the engine's device: a multi-axis run's float16 scratch copies back
+    half the bytes of float32)."""
+    engine.check_fits(stack.shape[1], stack.shape[2], where)
+    torch.manual_seed(seed)  # Monte-Carlo dropout draws the same masks on a resumed run
+    parts = []
+    for first in range(0, stack.shape[0], slices_per_batch):
+        batch = torch.from_numpy(np.ascontiguousarray(stack[first : first + slices_per_batch]))
+        slices = scale.apply_tensor(batch.to(engine.device, non_blocking=True))[:, None]
+        parts.append(engine.probabilities(slices, dtype).numpy())
+    return _classes_first(np.concatenate(parts), axis)
 
 
-def mean_of_scratch(parts: list[np.ndarray]) -> np.ndarray:
-    """The float32 mean of the axes' float16 probabilities, summed in order and divided, as
-    `np.mean` of the parts in float32 computes it (tested equal), without numpy's slow float16
-    conversions or the stacked copy of all parts."""
-    total = torch.from_numpy(parts[0]).to(torch.float32)
-    for part in parts[1:]:
-        total += torch.from_numpy(part)
-    return total.div_(len(parts)).numpy()
-
-
-def entropy_uint8(probs: np.ndarray) -> np.ndarray:
-    """Normalised entropy of class probabilities (classes first): 0 certain, 255 uniform."""
-    return engine_entropy(torch.from_numpy(np.ascontiguousarray(probs)), dim=0).numpy()
+def _classes_first(per_slice: np.ndarray, axis: str) -> np.ndarray:
+    """(slices, classes, H, W) of the slices along `axis` as (classes, *block) (a view)."""
+    return np.moveaxis(per_slice.transpose(1, 0, 2, 3), 1, AXIS_INDEX[axis] + 1)
 
 
 def iter_pending(
