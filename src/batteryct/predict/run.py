@@ -58,6 +58,7 @@ from batteryct.predict.volume import (
     iter_pending,
     open_or_create,
     probabilities_block,
+    scratch_chunks,
     segment_block,
     slabs,
 )
@@ -357,7 +358,7 @@ def _segment(
     final_axis, earlier_axes = axes[0], axes[1:]
     specs: dict[str, tuple[tuple[int, ...], tuple[int, ...], str, int]] = {}
     for axis in earlier_axes:
-        chunks = chunks_for(shape, axis, settings.slab)
+        chunks = scratch_chunks(shape, axis, final_axis, settings.slab)
         scratch_spec = ((n_classes, *shape), (n_classes, *chunks), "float16", SCRATCH_ZSTD_LEVEL)
         specs[f"scratch_{axis}"] = scratch_spec
     chunks = chunks_for(shape, final_axis, settings.slab)

@@ -40,6 +40,8 @@ ZSTD_LEVEL = 3
 SCRATCH_ZSTD_LEVEL = 1
 """zstd level of a multi-axis run's float16 scratch probabilities, written once and read once:
 2.3× faster to write and to read than level 3, 20 % larger (BENCHMARKS.md)."""
+SCRATCH_CHUNK_EDGE = 1024
+"""Scratch chunks' edge along the axis that neither pass slices (see `scratch_chunks`)."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,19 @@ def chunks_for(shape: tuple[int, int, int], axis: str, thickness: int) -> tuple[
     """Chunks aligned with the slabs of `axis` (so slabs own whole chunks)."""
     chunks = [min(edge, s) for edge, s in zip(CHUNK_EDGES, shape, strict=True)]
     chunks[AXIS_INDEX[axis]] = min(thickness, shape[AXIS_INDEX[axis]])
+    return (chunks[0], chunks[1], chunks[2])
+
+
+def scratch_chunks(
+    shape: tuple[int, int, int], axis: str, final_axis: str, thickness: int
+) -> tuple[int, int, int]:
+    """Chunks of an earlier axis's scratch probabilities (classes apart): a slab thick along
+    that axis and along the final one, so that the slabs of both passes write and read whole
+    chunks, each once (a final slab inside thicker chunks would decompress them again for each
+    slab), and SCRATCH_CHUNK_EDGE long along the third axis, a few MiB a chunk."""
+    chunks = [min(SCRATCH_CHUNK_EDGE, size) for size in shape]
+    for along in (axis, final_axis):
+        chunks[AXIS_INDEX[along]] = min(thickness, shape[AXIS_INDEX[along]])
     return (chunks[0], chunks[1], chunks[2])
 
 
