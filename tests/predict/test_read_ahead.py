@@ -1,7 +1,9 @@
-"""Prediction reads the image in bands of whole chunks: each chunk once, the slices unchanged."""
+"""Prediction reads the image in bands of whole chunks (each chunk once, the slices unchanged) and
+a multi-axis run's scratch one unit ahead."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -13,7 +15,7 @@ from batteryct.errors import ConfigError
 from batteryct.greyvalues import GreyScale
 from batteryct.io import create_zarr, open_volume
 from batteryct.predict import overlap
-from batteryct.predict.overlap import ReadAhead
+from batteryct.predict.overlap import Prefetch, ReadAhead
 from batteryct.predict.volume import AXIS_INDEX, slabs
 
 SCALE = GreyScale(0, 255)
@@ -105,3 +107,36 @@ def test_grey_values_outside_the_scale_name_the_file_and_the_band(tmp_path: Path
     with ReadAhead(volume, "rows", bounded, units) as reader, pytest.raises(ConfigError) as err:
         reader.get(units[2])
     assert "image.zarr, slices 0-15 along rows" in str(err.value)  # the unit's band
+
+
+def test_prefetch_reads_each_next_unit_once_in_its_thread() -> None:
+    units = _units(40, 4)
+    reads: list[tuple[str, str]] = []
+
+    def read(unit: Any) -> tuple[int, int]:
+        reads.append((unit.name, threading.current_thread().name))
+        return unit.start, unit.stop
+
+    with Prefetch(read, units) as prefetch:
+        for unit in units:
+            assert prefetch.get(unit) == (unit.start, unit.stop)
+    assert sorted(name for name, _ in reads) == [unit.name for unit in units]
+    threads = dict(reads)
+    assert threads[units[0].name] == threading.current_thread().name
+    assert all(threads[unit.name].startswith("batteryct-prefetch") for unit in units[1:])
+
+
+def test_prefetch_serves_units_out_of_order_and_raises_a_failed_read_at_its_unit() -> None:
+    units = _units(40, 4)
+
+    def read(unit: Any) -> int:
+        if unit.name == units[3].name:
+            raise OSError(f"cannot read {unit.name}")
+        return unit.start
+
+    with Prefetch(read, units) as prefetch:
+        for unit in [units[5], units[0], units[9], units[1], units[2]]:
+            assert prefetch.get(unit) == unit.start  # units[3]'s read has failed meanwhile
+        with pytest.raises(OSError, match=units[3].name):
+            prefetch.get(units[3])
+        assert prefetch.get(units[4]) == units[4].start

@@ -9,11 +9,12 @@ memory stays that of two bands and a few slabs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -27,6 +28,7 @@ WRITE_THREADS = 3
 BAND_BYTES_MAX = 2 * 1024**3
 """Largest band of the image read at once (2 GiB; two are held: the band in use and the next)."""
 
+T = TypeVar("T")
 Band = tuple[int, int]
 """First and last + 1 slices of a band along the prediction axis."""
 
@@ -107,6 +109,39 @@ class ReadAhead:
         return data[unit.start - first : unit.stop - first]
 
     def __enter__(self) -> ReadAhead:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class Prefetch(Generic[T]):
+    """`read(unit)` of units taken in the given order, each read in a thread while the unit
+    before it is worked on; a unit asked for out of order is read at once. One unit's read is
+    held ahead (the scratch probabilities of a multi-axis run's last pass: while the engine
+    segments one slab, the next slab's are decompressed)."""
+
+    def __init__(self, read: Callable[[Unit], T], units: Sequence[Unit]) -> None:
+        self.read = read
+        self.following = {unit.name: after for unit, after in itertools.pairwise(units)}
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="batteryct-prefetch")
+        self.ahead: tuple[str, Future[T]] | None = None
+
+    def get(self, unit: Unit) -> T:
+        """`read(unit)`; starts reading the unit after it."""
+        ahead, self.ahead = self.ahead, None
+        result = ahead[1].result() if ahead and ahead[0] == unit.name else self.read(unit)
+        following = self.following.get(unit.name)
+        if following is not None:
+            self.ahead = (following.name, self.pool.submit(self.read, following))
+        return result
+
+    def __enter__(self) -> Prefetch[T]:
         return self
 
     def __exit__(

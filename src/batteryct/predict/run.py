@@ -43,7 +43,7 @@ from batteryct.predict.checkpoint import TrainedModel, load_trained_model
 from batteryct.predict.engine import InferenceSettings, SlidingWindowEngine
 from batteryct.predict.folder import PredictionFolder
 from batteryct.predict.inputs import ScanInput, check_inputs
-from batteryct.predict.overlap import BackgroundWriter, ReadAhead
+from batteryct.predict.overlap import BackgroundWriter, Prefetch, ReadAhead
 from batteryct.predict.postprocess import PostProcessSettings, postprocess_scan
 from batteryct.predict.uncertainty import rank_slices
 from batteryct.predict.units import run_units
@@ -371,12 +371,12 @@ def _segment(
         for name, (full_shape, chunk_shape, dtype, level) in specs.items():
             open_or_create(work / f"{name}.zarr", full_shape, chunk_shape, dtype, level)
     trainer.strategy.barrier("batteryct-arrays")
-    arrays: dict[str, Any] = {}
+    arrays = {name: open_zarr_for_writing(work / f"{name}.zarr") for name in specs}
 
-    def array(name: str) -> Any:
-        if name not in arrays:
-            arrays[name] = open_zarr_for_writing(work / f"{name}.zarr")
-        return arrays[name]
+    def read_earlier(unit: _Unit) -> list[np.ndarray]:
+        """The earlier axes' scratch probabilities of a final unit's block."""
+        key = block_key(final_axis, unit.start, unit.stop)
+        return [arrays[f"scratch_{a}"][(slice(None), *key)] for a in earlier_axes]
 
     def work_on(unit: _Unit, device: torch.device, wait: bool = False) -> int:
         """Do the unit unless it is done or (`wait` False) another process holds it; the
@@ -392,7 +392,7 @@ def _segment(
             where = f"{image.path}, slices {unit.start}-{unit.stop - 1} along {axis}"
             stack = reader.get(unit)
             if unit.kind == "final":
-                earlier = [array(f"scratch_{a}")[(slice(None), *key)] for a in earlier_axes]
+                earlier = scratch_reader.get(unit)
                 blocks = segment_block(
                     engine,
                     stack,
@@ -404,7 +404,7 @@ def _segment(
                     where,
                     earlier,
                 )
-                writes = [(array(n), _full_key(n, key), b) for n, b in blocks.items()]
+                writes = [(arrays[n], _full_key(n, key), b) for n, b in blocks.items()]
             else:
                 probs = probabilities_block(
                     engine,
@@ -416,7 +416,7 @@ def _segment(
                     where,
                     torch.float16,
                 )
-                writes = [(array(f"scratch_{axis}"), (slice(None), *key), probs)]
+                writes = [(arrays[f"scratch_{axis}"], (slice(None), *key), probs)]
             writer.submit(writes, unit, lock)
         except BaseException:
             lock.release()
@@ -441,6 +441,7 @@ def _segment(
         with (
             _progress(console, trainer.is_global_zero) as bar,
             ReadAhead(image, _axis_of(kind, final_axis), scan_input.scale, own) as reader,
+            Prefetch(read_earlier, own if kind == "final" else []) as scratch_reader,
             BackgroundWriter(record, job) as writer,
         ):
             task = bar.add_task(f"{scan.id} {kind}", total=sum(u.voxels for u in own))
