@@ -392,7 +392,7 @@ def _segment(
             where = f"{image.path}, slices {unit.start}-{unit.stop - 1} along {axis}"
             stack = reader.get(unit)
             if unit.kind == "final":
-                earlier = scratch_reader.get(unit)
+                earlier = scratch.get(unit) if earlier_axes else []
                 blocks = segment_block(
                     engine,
                     stack,
@@ -441,7 +441,7 @@ def _segment(
         with (
             _progress(console, trainer.is_global_zero) as bar,
             ReadAhead(image, _axis_of(kind, final_axis), scan_input.scale, own) as reader,
-            Prefetch(read_earlier, own if kind == "final" else []) as scratch_reader,
+            Prefetch(read_earlier, own if kind == "final" and earlier_axes else []) as scratch,
             BackgroundWriter(record, job) as writer,
         ):
             task = bar.add_task(f"{scan.id} {kind}", total=sum(u.voxels for u in own))
