@@ -29,6 +29,7 @@ BAND_BYTES_MAX = 2 * 1024**3
 """Largest band of the image read at once (2 GiB; two are held: the band in use and the next)."""
 
 T = TypeVar("T")
+Reader = TypeVar("Reader", bound="_ReadingThread")
 Band = tuple[int, int]
 """First and last + 1 slices of a band along the prediction axis."""
 
@@ -41,7 +42,26 @@ class Unit(Protocol):
     stop: int
 
 
-class ReadAhead:
+class _ReadingThread:
+    """A reader that owns one thread, shut down on leaving its `with` block (reads not yet
+    started are cancelled, the one under way is waited for)."""
+
+    def __init__(self, name: str) -> None:
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix=name)
+
+    def __enter__(self: Reader) -> Reader:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class ReadAhead(_ReadingThread):
     """Slices of units, read in bands of whole chunks along the axis while the units before
     are segmented.
 
@@ -76,7 +96,7 @@ class ReadAhead:
             following = band_after if band_after != band else next_after
             self.next_band[unit.name] = following
             band_after, next_after = band, following
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="batteryct-read")
+        super().__init__("batteryct-read")
         self.held: tuple[Band, np.ndarray] | None = None
         self.ahead: tuple[Band, Future[np.ndarray]] | None = None
 
@@ -108,19 +128,8 @@ class ReadAhead:
         (first, _), data = self.held
         return data[unit.start - first : unit.stop - first]
 
-    def __enter__(self) -> ReadAhead:
-        return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
-
-
-class Prefetch(Generic[T]):
+class Prefetch(_ReadingThread, Generic[T]):
     """`read(unit)` of units taken in the given order, each read in a thread while the unit
     before it is worked on; a unit asked for out of order is read at once. One unit's read is
     held ahead (the scratch probabilities of a multi-axis run's last pass: while the engine
@@ -129,7 +138,7 @@ class Prefetch(Generic[T]):
     def __init__(self, read: Callable[[Unit], T], units: Sequence[Unit]) -> None:
         self.read = read
         self.following = {unit.name: after for unit, after in itertools.pairwise(units)}
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="batteryct-prefetch")
+        super().__init__("batteryct-prefetch")
         self.ahead: tuple[str, Future[T]] | None = None
 
     def get(self, unit: Unit) -> T:
@@ -140,17 +149,6 @@ class Prefetch(Generic[T]):
         if following is not None:
             self.ahead = (following.name, self.pool.submit(self.read, following))
         return result
-
-    def __enter__(self) -> Prefetch[T]:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 class BackgroundWriter:

@@ -179,16 +179,11 @@ def segment_block(
 
     With `earlier`, the block's float16 probabilities along other axes (classes first, from
     `probabilities_block`), they come from the mean of this axis's and those (see
-    `SlidingWindowEngine.segment`). Grey values go to the engine's device as stored and are
-    mapped to 0-1 there; only uint8 comes back."""
-    engine.check_fits(stack.shape[1], stack.shape[2], where)
-    torch.manual_seed(seed)  # Monte-Carlo dropout draws the same masks on a resumed run
+    `SlidingWindowEngine.segment`). Only uint8 comes back from the engine's device."""
     position = AXIS_INDEX[axis]
     slices_first = [torch.from_numpy(np.moveaxis(part, position + 1, 0)) for part in earlier]
     parts: dict[str, list[np.ndarray]] = {"labels_net": [], "entropy": [], "probabilities": []}
-    for first in range(0, stack.shape[0], slices_per_batch):
-        batch = torch.from_numpy(np.ascontiguousarray(stack[first : first + slices_per_batch]))
-        slices = scale.apply_tensor(batch.to(engine.device, non_blocking=True))[:, None]
+    for first, slices in _batches(engine, stack, slices_per_batch, seed, scale, where):
         others = [part[first : first + slices_per_batch] for part in slices_first]
         result = engine.segment(slices, outputs.entropy, outputs.probabilities, others)
         parts["labels_net"].append(result.labels.numpy())
@@ -219,14 +214,30 @@ def probabilities_block(
     """Class probabilities (classes, *block) of a stack of slices from `read_block`, in
     `dtype` (converted on the engine's device: a multi-axis run's float16 scratch copies back
     half the bytes of float32)."""
+    parts = [
+        engine.probabilities(slices, dtype).numpy()
+        for _, slices in _batches(engine, stack, slices_per_batch, seed, scale, where)
+    ]
+    return _classes_first(np.concatenate(parts), axis)
+
+
+def _batches(
+    engine: SlidingWindowEngine,
+    stack: np.ndarray,
+    slices_per_batch: int,
+    seed: int,
+    scale: GreyScale,
+    where: str,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """(first slice, slices (N, 1, H, W) on the engine's device on the model's 0-1 scale) of
+    each batch of a stack from `read_block`: grey values go to the device as stored. Checks
+    first that the slices hold a window, and seeds torch with `seed` (Monte-Carlo dropout
+    then draws the same masks on a resumed run)."""
     engine.check_fits(stack.shape[1], stack.shape[2], where)
-    torch.manual_seed(seed)  # Monte-Carlo dropout draws the same masks on a resumed run
-    parts = []
+    torch.manual_seed(seed)
     for first in range(0, stack.shape[0], slices_per_batch):
         batch = torch.from_numpy(np.ascontiguousarray(stack[first : first + slices_per_batch]))
-        slices = scale.apply_tensor(batch.to(engine.device, non_blocking=True))[:, None]
-        parts.append(engine.probabilities(slices, dtype).numpy())
-    return _classes_first(np.concatenate(parts), axis)
+        yield first, scale.apply_tensor(batch.to(engine.device, non_blocking=True))[:, None]
 
 
 def _classes_first(per_slice: np.ndarray, axis: str) -> np.ndarray:
