@@ -96,17 +96,29 @@ def _network(seed: int, rows: int) -> np.ndarray:
     return network
 
 
+def _tiles(monkeypatch: pytest.MonkeyPatch, cols: int | None, depth: int | None) -> None:
+    """Post-processing tiles `cols` columns wide (one output chunk) and `depth` layers deep
+    (two output chunks); None: as wide or deep as the test's volumes."""
+    if cols is not None:
+        monkeypatch.setattr(post, "CHUNK_EDGES", (256, 64, cols))
+    if depth is not None:
+        monkeypatch.setattr(post, "LABELS_CHUNK_DEPTH", depth // 2)
+        monkeypatch.setattr(post, "TILE_DEPTH", depth)
+
+
 @pytest.mark.parametrize(
-    ("case", "slab_rows", "tile_cols"),
+    ("case", "slab_rows", "tile_cols", "tile_depth"),
     [
-        ("specks", 3, None),
-        ("specks", 7, None),
-        ("specks", 3, 5),
-        ("specks", 7, 9),
-        ("one slab", 64, None),
-        ("one slab", 64, 4),
-        ("no component", 5, None),
-        ("no electrode", 4, 6),
+        ("specks", 3, None, None),
+        ("specks", 7, None, None),
+        ("specks", 3, 5, None),
+        ("specks", 7, 9, None),
+        ("specks", 5, None, 6),
+        ("specks", 3, 5, 10),
+        ("one slab", 64, None, None),
+        ("one slab", 64, 4, 8),
+        ("no component", 5, None, 4),
+        ("no electrode", 4, 6, None),
     ],
 )
 @pytest.mark.parametrize("threads", [2, 3])
@@ -116,12 +128,13 @@ def test_post_processing_in_threads_equals_the_serial_pass(
     case: str,
     slab_rows: int,
     tile_cols: int | None,
+    tile_depth: int | None,
     threads: int,
 ) -> None:
-    """In tiles of rows (and of columns, where `tile_cols` cuts the 24 columns), serially or
-    in threads: the small components of the whole volume, found by scipy, are removed."""
-    if tile_cols is not None:  # tiles are one output chunk wide
-        monkeypatch.setattr(post, "CHUNK_EDGES", (256, 64, tile_cols))
+    """In tiles of rows (and of columns and of layers, where `tile_cols` and `tile_depth` cut
+    the 24 columns and 30 layers), serially or in threads: the small components of the whole
+    volume, found by scipy, are removed."""
+    _tiles(monkeypatch, tile_cols, tile_depth)
     network = _network(7, 40)
     if case == "no component":
         network[9:21] = 0
@@ -143,8 +156,9 @@ def test_post_processing_in_threads_equals_the_serial_pass(
     threaded = _postprocess(network, tmp_path / "threaded", **settings)
     assert threads in calls  # the threaded pass did run in threads
     np.testing.assert_array_equal(threaded, serial)
-    if tile_cols is not None:
-        assert zarr.open_array(str(tmp_path / "serial" / "out.zarr")).chunks[2] == tile_cols
+    chunks = zarr.open_array(str(tmp_path / "serial" / "out.zarr")).chunks
+    assert tile_cols is None or chunks[2] == tile_cols
+    assert tile_depth is None or chunks[0] == tile_depth // 2
     split = _postprocess(network, tmp_path / "split", min_component_voxels=0)
     expected = split.copy()
     expected[_reference_small_components(split, 5)] = 0
@@ -155,12 +169,14 @@ def test_post_processing_in_threads_equals_the_serial_pass(
         assert not (serial[9:21] > 0).any()
 
 
-def test_tiles_of_columns_give_the_labels_of_one_whole_tile(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(("tile_cols", "tile_depth"), [(4, None), (None, 8), (4, 12)])
+def test_tiles_give_the_labels_of_one_whole_tile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tile_cols: int | None, tile_depth: int | None
 ) -> None:
-    """Each tile takes its own columns of the interface maps: with interfaces that move from
-    column to column, tiles of 4 columns split by side and remove small components exactly as
-    one tile of all 30 columns does."""
+    """Each tile takes its own columns of the interface maps and knows its layers' depth: with
+    interfaces that move from column to column, tiles of 4 columns or of 8 or 12 layers split
+    by side and remove small components exactly as one tile of all 30 columns and 40 layers
+    does."""
     rng = np.random.default_rng(11)
     network = np.zeros((40, 12, 30), np.uint8)
     network[:5] = network[35:] = 3  # deposited Li outside the cell where the electrodes end
@@ -173,9 +189,11 @@ def test_tiles_of_columns_give_the_labels_of_one_whole_tile(
     inside[4:12, 2:8, 5:20] = 3  # deposited Li across the mid-plane, on both sides of it
     settings = {"min_component_voxels": 4, "band_margin_um": 0.0}
     whole = _postprocess(network, tmp_path / "whole", **settings)
-    monkeypatch.setattr(post, "CHUNK_EDGES", (256, 64, 4))
+    _tiles(monkeypatch, tile_cols, tile_depth)
     tiled = _postprocess(network, tmp_path / "tiled", **settings)
-    assert zarr.open_array(str(tmp_path / "tiled" / "out.zarr")).chunks[2] == 4
+    chunks = zarr.open_array(str(tmp_path / "tiled" / "out.zarr")).chunks
+    assert tile_cols is None or chunks[2] == tile_cols
+    assert tile_depth is None or chunks[0] == tile_depth // 2
     np.testing.assert_array_equal(tiled, whole)
     assert len(np.unique(whole)) >= 6  # both electrodes, both Li sides, specks: a real split
 
@@ -248,23 +266,25 @@ def test_interfaces_in_one_pass_match_a_column_by_column_search(seed: int) -> No
 @pytest.mark.parametrize(
     "open_ends",
     [
-        ((False, False), (False, False)),
-        ((True, False), (False, False)),
-        ((True, True), (False, False)),
-        ((False, False), (False, True)),
-        ((False, True), (True, True)),
+        ((False, False), (False, False), (False, False)),
+        ((False, False), (True, False), (False, False)),
+        ((False, False), (True, True), (False, False)),
+        ((False, False), (False, False), (False, True)),
+        ((False, False), (False, True), (True, True)),
+        ((True, False), (False, False), (False, False)),
+        ((False, True), (True, False), (False, True)),
     ],
 )
 @pytest.mark.parametrize("way", ["candidate graph", "whole labelling"])
 def test_small_components_match_scipy_labelling(
     monkeypatch: pytest.MonkeyPatch,
     min_voxels: int,
-    open_ends: tuple[tuple[bool, bool], tuple[bool, bool]],
+    open_ends: tuple[tuple[bool, bool], ...],
     way: str,
 ) -> None:
     """Both ways, the cube-and-graph search and the labelling of a speckled tile whole, find
     exactly the components that scipy's labelling of each class finds under `min_voxels`,
-    sparing those that touch an open end (rows or columns)."""
+    sparing those that touch an open end (layers, rows or columns)."""
     graph = way == "candidate graph"
     monkeypatch.setattr(post, "GRAPH_MAX_CANDIDATES", 1.0 if graph else 0.0)
     labelled = []
@@ -279,7 +299,7 @@ def test_small_components_match_scipy_labelling(
     block[4:] = rng.choice([0, 1, 2, 3], size=(10, 12, 16), p=[0.55, 0.2, 0.15, 0.1])
     block[8:12, 3:9, 4:10] = 2  # one more large one, joined to small ones around it
     expected = _reference_small_components(block, min_voxels)
-    for axis, ends in enumerate(open_ends, start=1):
+    for axis, ends in enumerate(open_ends):
         for edge, is_open in zip((0, -1), ends, strict=True):
             if not is_open:
                 continue

@@ -17,11 +17,12 @@
    the speed. A speckled segmentation (an untrained or early model), where more than
    `GRAPH_MAX_CANDIDATES` of the voxels are such candidates, is labelled whole instead, all
    classes in one scikit-image pass: 22× faster there than the graph (BENCHMARKS.md).
-   Tiles of `slab_rows` rows by one output chunk's columns (the whole depth) are labelled
-   with a halo of `min_component_voxels - 1` rows and columns on each side, so memory stays
-   bounded whatever the scan's width and the decision is still exact for the whole volume: a
-   component that reaches the halo's edge spans more rows (or columns) than a small component
-   can. Each row is read once (halos come from the neighbouring slabs read before and after).
+   Tiles of `slab_rows` rows by one output chunk's columns by TILE_DEPTH layers are labelled
+   with a halo of `min_component_voxels - 1` rows, columns and layers on each side, so memory
+   stays bounded whatever the scan's size and the decision is still exact for the whole volume:
+   a component that reaches the halo's edge spans more rows (columns, layers) than a small
+   component can. Each row is read once (halos come from the neighbouring slabs read before
+   and after).
    Tiles are post-processed in threads (numpy and scipy release the GIL), each writing its
    result as whole chunks of its own from its thread; a tile's labels depend only on the
    network labels, so they are those of a serial pass.
@@ -76,6 +77,9 @@ CUBE_PIECE_VOXELS = 1 << 20
 LABELS_CHUNK_DEPTH = 64
 """Chunk depth of the analysis labels: 4 MiB chunks of a paper-size scan (zarr's cost per chunk
 is about a millisecond), read 64 slices at a time by TIFF export."""
+TILE_DEPTH = 256
+"""Depth layers of a post-processing tile (rounded to whole chunks of the analysis labels): a
+tile's arrays, several bytes a voxel, then stay bounded whatever the scan's depth."""
 
 
 @dataclass(frozen=True)
@@ -87,8 +91,9 @@ class PostProcessSettings:
     """Tolerance beyond an interface when testing whether a class lies in its band."""
     min_component_voxels: int = 8
     slab_rows: int = 64
-    """Rows per slab; a slab is post-processed in tiles of one output chunk's columns, each read
-    with `min_component_voxels - 1` more rows and columns on each side."""
+    """Rows per slab; a slab is post-processed in tiles of one output chunk's columns and
+    TILE_DEPTH layers, each read with `min_component_voxels - 1` more rows, columns and layers
+    on each side."""
     smooth_columns: int = 5
     """Median filter (pixels) over the interface maps."""
 
@@ -158,6 +163,7 @@ def postprocess_scan(
             advance(stage, voxels)
 
     target = open_or_create(output, shape, _slab_chunks(shape, settings.slab_rows), "uint8")
+    tile_depth = max(TILE_DEPTH // target.chunks[0], 1) * target.chunks[0]
     tile_cols = target.chunks[2]  # tiles own whole chunks of the target
     check_postprocess(class_names, cell, settings)
     if not settings.enabled:
@@ -204,32 +210,35 @@ def postprocess_scan(
     margin = settings.band_margin_um / cell.voxel_size_um
     halo = max(settings.min_component_voxels - 1, 0)
     side_table = _side_table(lookup)
-    tile_voxels = shape[0] * min(settings.slab_rows + 2 * halo, shape[1])
-    slots = labelling_slots(tile_voxels * min(tile_cols + 2 * halo, shape[2]))
+    tile_extent = (tile_depth, settings.slab_rows, tile_cols)
+    extent = [min(edge + 2 * halo, size) for edge, size in zip(tile_extent, shape, strict=True)]
+    slots = labelling_slots(int(np.prod(extent)))
 
     def post_process(tile: _Tile) -> TileResult:
-        around = tile.around
+        layers, columns = tile.around[0], tile.around[1:]
         out = _split_by_side(
             tile.block,
             side_table,
-            outer1[around],
-            outer2[around],
-            middle[around],
+            outer1[columns],
+            outer2[columns],
+            middle[columns],
             plating_at_end,
             margin,
+            first_layer=layers.start,
         )
         open_ends = tuple(
-            (part.start > 0, part.stop < size) for part, size in zip(around, shape[1:], strict=True)
+            (part.start > 0, part.stop < size)
+            for part, size in zip(tile.around, shape, strict=True)
         )
         small = _small_components(out, settings.min_component_voxels, open_ends, slots)
         out[small] = 0
-        core = (slice(None), *tile.core_in_block)
-        target[(slice(None), *tile.core)] = out[core]  # whole chunks of its own: never shared
+        core = tile.core_in_block
+        target[tile.core] = out[core]  # whole chunks of its own: never shared
         return out[core].size, int(small[core].sum())
 
     removed = 0
     done("post-processing", 0)
-    tiles = _tiles_with_halo(source, settings.slab_rows, tile_cols, halo)
+    tiles = _tiles_with_halo(source, settings.slab_rows, tile_cols, tile_depth, halo)
     for voxels, count in _in_order(post_process, tiles):
         removed += count
         done("post-processing", voxels)
@@ -256,12 +265,12 @@ def _slab_chunks(shape: tuple[int, ...], slab_rows: int) -> tuple[int, int, int]
 
 @dataclass(frozen=True)
 class _Tile:
-    """Network labels of a tile's rows and columns (the whole depth) and the halo around them."""
+    """Network labels of a tile's layers, rows and columns and of the halo around them."""
 
-    core: tuple[slice, slice]
-    """The tile's rows and columns in the volume."""
-    around: tuple[slice, slice]
-    """The rows and columns of `block` in the volume: the core and its halo."""
+    core: tuple[slice, slice, slice]
+    """The tile's layers, rows and columns in the volume."""
+    around: tuple[slice, slice, slice]
+    """The layers, rows and columns of `block` in the volume: the core and its halo."""
     parts: list[np.ndarray]
     """Views of consecutive rows of the slabs read, which together make up `block`."""
 
@@ -272,25 +281,32 @@ class _Tile:
         return self.parts[0] if len(self.parts) == 1 else np.concatenate(self.parts, axis=1)
 
     @property
-    def core_in_block(self) -> tuple[slice, slice]:
-        rows, cols = (
+    def core_in_block(self) -> tuple[slice, slice, slice]:
+        layers, rows, cols = (
             slice(c.start - a.start, c.stop - a.start)
             for c, a in zip(self.core, self.around, strict=True)
         )
-        return rows, cols
+        return layers, rows, cols
 
 
-def _tiles_with_halo(source: Any, slab_rows: int, tile_cols: int, halo: int) -> Iterator[_Tile]:
-    """Each slab of `slab_rows` rows (see `_slabs_with_halo`), cut into tiles of `tile_cols`
-    columns, each with up to `halo` columns of its neighbours on each side."""
-    cols = source.shape[2]
+def _tiles_with_halo(
+    source: Any, slab_rows: int, tile_cols: int, tile_depth: int, halo: int
+) -> Iterator[_Tile]:
+    """Each slab of `slab_rows` rows (see `_slabs_with_halo`), cut into tiles of `tile_depth`
+    layers by `tile_cols` columns, each with up to `halo` layers and columns of its neighbours
+    on each side."""
+    depth, cols = source.shape[0], source.shape[2]
     for start, stop, low, parts in _slabs_with_halo(source, slab_rows, halo):
         rows = slice(low, low + sum(part.shape[1] for part in parts))
-        for first in range(0, cols, tile_cols):
-            end = min(first + tile_cols, cols)
-            around = slice(max(first - halo, 0), min(end + halo, cols))
-            core = (slice(start, stop), slice(first, end))
-            yield _Tile(core, (rows, around), [part[:, :, around] for part in parts])
+        for top in range(0, depth, tile_depth):
+            bottom = min(top + tile_depth, depth)
+            layers = slice(max(top - halo, 0), min(bottom + halo, depth))
+            for first in range(0, cols, tile_cols):
+                end = min(first + tile_cols, cols)
+                around = slice(max(first - halo, 0), min(end + halo, cols))
+                core = (slice(top, bottom), slice(start, stop), slice(first, end))
+                views = [part[layers, :, around] for part in parts]
+                yield _Tile(core, (layers, rows, around), views)
 
 
 def _slabs_with_halo(
@@ -386,9 +402,11 @@ def _split_by_side(
     middle: np.ndarray,
     plating_at_end: bool,
     margin: float,
+    first_layer: int = 0,
 ) -> np.ndarray:
-    """Analysis labels of a block of network labels: each voxel's side (0 outside the cell, 1
-    stripping side, 2 plating side) and network class looked up in `_side_table`.
+    """Analysis labels of a block of network labels whose first layer is `first_layer` of the
+    volume: each voxel's side (0 outside the cell, 1 stripping side, 2 plating side) and
+    network class looked up in `_side_table`.
 
     Done a few depth layers at a time (about SPLIT_PIECE_VOXELS): the lookup's index, which
     numpy widens to 8 bytes a voxel, then stays in the cache (2-5× faster than whole slabs)."""
@@ -405,7 +423,7 @@ def _split_by_side(
     out = np.empty(block.shape, np.uint8)
     for start, stop in pieces:
         n = stop - start
-        d = np.arange(start, stop, dtype=float)[:, None, None]
+        d = np.arange(first_layer + start, first_layer + stop, dtype=float)[:, None, None]
         cell, plating, idx = in_cell[:n], plating_side[:n], index[:n]
         np.greater_equal(d, low, out=cell)
         np.less_equal(d, high, out=plating)
@@ -422,8 +440,8 @@ def _split_by_side(
 
 
 OpenEnds = tuple[tuple[bool, bool], ...]
-"""Per axis of a block after depth (rows, then columns): whether its first and its last plane
-are open, i.e. cut from a larger volume, so that what touches them continues beyond."""
+"""Per axis of a block (depth, rows, columns): whether its first and its last plane are open,
+i.e. cut from a larger volume, so that what touches them continues beyond."""
 
 
 def _small_components(
@@ -510,7 +528,7 @@ def _small_components_labelled(
 
 def _open_planes(shape: tuple[int, ...], open_ends: OpenEnds) -> Iterator[tuple[int, int]]:
     """(axis, index) of each open end plane of a block of `shape` (see `OpenEnds`)."""
-    for axis, ends in enumerate(open_ends, start=1):
+    for axis, ends in enumerate(open_ends):
         for edge, is_open in zip((0, shape[axis] - 1), ends, strict=True):
             if is_open:
                 yield axis, edge
