@@ -33,6 +33,7 @@ from batteryct.predict.volume import (
     open_or_create,
     probabilities_block,
     read_block,
+    slab_name,
     slabs,
 )
 from batteryct.series import Scan, Series, load_series, save_series, with_scans
@@ -214,13 +215,15 @@ def _combine_scan(
 
     def work_on(unit: tuple[int, int, int], device: torch.device) -> int:
         index, start, stop = unit
+        where = slab_name(image, axis, start, stop)
+        stack = read_block(image, axis, start, stop, scales[0])  # read once for every model
+        for scale in scales[1:]:
+            scale.check(stack, where)
         probs = []
         for m, model in enumerate(models):
             key = (m, str(device))
             if key not in engines:
                 engines[key] = SlidingWindowEngine(model.net, model.patch_size, inference, device)
-            where = f"{image.path}, slices {start}-{stop - 1} along {axis}"
-            stack = read_block(image, axis, start, stop, scales[m])
             probs.append(
                 probabilities_block(
                     engines[key], stack, axis, settings.slices_per_batch, index, scales[m], where

@@ -60,6 +60,7 @@ from batteryct.predict.volume import (
     probabilities_block,
     scratch_chunks,
     segment_block,
+    slab_name,
     slabs,
 )
 from batteryct.series import Scan, Series, load_series, save_series, with_scans
@@ -389,7 +390,7 @@ def _segment(
             engine = engine_on(device)
             axis = _axis_of(unit.kind, final_axis)
             key = block_key(axis, unit.start, unit.stop)
-            where = f"{image.path}, slices {unit.start}-{unit.stop - 1} along {axis}"
+            where = slab_name(image, axis, unit.start, unit.stop)
             stack = reader.get(unit)
             if unit.kind == "final":
                 earlier = scratch.get(unit) if earlier_axes else []

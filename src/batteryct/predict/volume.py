@@ -154,12 +154,16 @@ def block_key(axis: str, start: int, stop: int) -> tuple[slice, slice, slice]:
     return (key[0], key[1], key[2])
 
 
+def slab_name(image: Volume, axis: str, start: int, stop: int) -> str:
+    """How messages name the slices start..stop of `image` along `axis`."""
+    return f"{image.path}, slices {start}-{stop - 1} along {axis}"
+
+
 def read_block(image: Volume, axis: str, start: int, stop: int, scale: GreyScale) -> np.ndarray:
     """The slices start..stop along `axis` as stored (grey values checked against `scale`),
     stacked along the first axis (slices, height, width)."""
-    where = f"{image.path}, slices {start}-{stop - 1} along {axis}"
     block = np.asarray(image[block_key(axis, start, stop)])
-    scale.check(block, where)
+    scale.check(block, slab_name(image, axis, start, stop))
     return np.moveaxis(block, AXIS_INDEX[axis], 0)
 
 
