@@ -22,16 +22,18 @@ from tests.predict.test_engine import _net
 from tests.predict.test_postprocess_and_combine import _postprocess
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("blend", ["constant", "gaussian"])
-def test_fp32_labels_on_the_device_equal_monais_blend_then_argmax(blend: str) -> None:
-    """Today's path: MONAI's sliding_window_inference over the engine's network, softmax and
-    argmax on the CPU. The fast path must give the same labels, byte for byte."""
+def test_labels_on_the_device_equal_monais_blend_then_argmax(blend: str, precision: str) -> None:
+    """Today's path: MONAI's sliding_window_inference over the engine's network (its logits
+    widened to float32 first), softmax and argmax on the CPU. The fast path, which adds bf16
+    logits as they are, must give the same logits and labels, byte for byte."""
     slices = torch.rand(3, 1, 40, 70)
-    settings = InferenceSettings(precision="fp32", batch_size=5, blend=blend)
+    settings = InferenceSettings(precision=precision, batch_size=5, blend=blend)
     engine = SlidingWindowEngine(_net(), (32, 32), settings)
     with torch.inference_mode():
         logits = sliding_window_inference(
-            slices, (32, 32), 5, engine._network, overlap=0.25, mode=blend
+            slices, (32, 32), 5, lambda w: engine._network(w).float(), overlap=0.25, mode=blend
         )
     probs = torch.softmax(logits, dim=1)
     result = engine.segment(slices, entropy=True, probabilities=True)
