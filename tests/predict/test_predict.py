@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import signal
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -101,6 +102,48 @@ def test_a_finished_scan_is_skipped(
         assert re.search(rf"scan_00 {stage} .* 100%", shown)
         assert stage not in shown_again
     assert "scan_00: already segmented, skipped" in shown_again
+
+
+def test_slices_are_ranked_beside_post_processing_and_a_failure_publishes_nothing(
+    small_checkpoint: Path,
+    small_series_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Post-processing waits (on an event, bounded) for the ranking to start: a serial
+    finish would run one after the other and time out. A ranking that fails stops the job
+    before anything is published; the same command then finishes the scan."""
+    ranking_started = threading.Event()
+    rank, postprocess = run_module.rank_slices, run_module.postprocess_scan
+    overlapped: list[bool] = []
+
+    def ranking(*args: object, **kwargs: object) -> Path:
+        ranking_started.set()
+        return rank(*args, **kwargs)
+
+    def post_processing(*args: object, **kwargs: object) -> dict[str, object]:
+        overlapped.append(ranking_started.wait(timeout=60))
+        return postprocess(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "rank_slices", ranking)
+    monkeypatch.setattr(run_module, "postprocess_scan", post_processing)
+    out, series = tmp_path / "out", small_series_dir / "series.yaml"
+    predict(small_checkpoint, series, out, scans=("scan_00",))
+    assert overlapped == [True]
+    assert (out / "uncertainty" / "scan_00_slices.csv").exists()
+
+    def failing(*args: object, **kwargs: object) -> Path:
+        raise OSError("ranking failed")
+
+    monkeypatch.setattr(run_module, "rank_slices", failing)
+    with pytest.raises(OSError, match="ranking failed"):
+        predict(small_checkpoint, series, out, scans=("scan_12",))
+    assert not (out / "labels" / "scan_12.zarr").exists()
+    assert not (out / ".work" / "scan_12" / run_module.PUBLISHING).exists()
+    monkeypatch.setattr(run_module, "rank_slices", rank)
+    predict(small_checkpoint, series, out, scans=("scan_12",))
+    assert (out / "labels" / "scan_12.zarr").exists()
+    assert (out / "uncertainty" / "scan_12_slices.csv").exists()
 
 
 @pytest.fixture(scope="module")

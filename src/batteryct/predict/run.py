@@ -13,6 +13,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -531,18 +532,28 @@ def _finish_scan(
     voxels = int(np.prod(image.shape))
     publishing = work / PUBLISHING
     if not publishing.exists():
-        with _progress(console, True) as bar:
-            report = postprocess_scan(
-                work / "labels_net.zarr",
-                work / "labels.zarr",
-                model.class_names,
-                series.cell,
-                postprocess,
-                _stage_tasks(bar, scan.id, voxels),
+        with ThreadPoolExecutor(1, thread_name_prefix="batteryct-ranking") as beside:
+            ranking = (  # beside post-processing, which keeps the CPUs only partly busy
+                beside.submit(
+                    rank_slices,
+                    work / "entropy.zarr",
+                    out / "uncertainty" / f"{scan.id}_slices.csv",
+                    scan.id,
+                )
+                if settings.outputs.entropy
+                else None
             )
-        if settings.outputs.entropy:
-            ranking = out / "uncertainty" / f"{scan.id}_slices.csv"
-            rank_slices(work / "entropy.zarr", ranking, scan.id)
+            with _progress(console, True) as bar:
+                report = postprocess_scan(
+                    work / "labels_net.zarr",
+                    work / "labels.zarr",
+                    model.class_names,
+                    series.cell,
+                    postprocess,
+                    _stage_tasks(bar, scan.id, voxels),
+                )
+            if ranking is not None:
+                ranking.result()
         done_by = CompletionRecord(work / "done").done_by()
         write_json_atomic(publishing, {"postprocess": report, "slabs_by_job": dict(done_by)})
     record = json.loads(publishing.read_text())
