@@ -13,13 +13,15 @@ import zarr
 from monai.inferers import sliding_window_inference
 from scipy import ndimage
 
-from batteryct.predict import InferenceSettings, SlidingWindowEngine
+from batteryct.io import write_zarr
+from batteryct.predict import InferenceSettings, PostProcessSettings, SlidingWindowEngine
 from batteryct.predict import engine as engine_module
 from batteryct.predict import postprocess as post
 from batteryct.predict.engine import argmax_uint8, entropy_uint8, from_logits, quantised
 from batteryct.predict.postprocess import find_interfaces
+from batteryct.series import Cell
 from tests.predict.test_engine import _net
-from tests.predict.test_postprocess_and_combine import _postprocess
+from tests.predict.test_postprocess_and_combine import NETWORK, _postprocess
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -171,15 +173,10 @@ def test_post_processing_in_threads_equals_the_serial_pass(
         assert not (serial[9:21] > 0).any()
 
 
-@pytest.mark.parametrize(("tile_cols", "tile_depth"), [(4, None), (None, 8), (4, 12)])
-def test_tiles_give_the_labels_of_one_whole_tile(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tile_cols: int | None, tile_depth: int | None
-) -> None:
-    """Each tile takes its own columns of the interface maps and knows its layers' depth: with
-    interfaces that move from column to column, tiles of 4 columns or of 8 or 12 layers split
-    by side and remove small components exactly as one tile of all 30 columns and 40 layers
-    does."""
-    rng = np.random.default_rng(11)
+def _moving_interfaces(seed: int) -> np.ndarray:
+    """Network labels (40 layers, 12 rows, 30 columns) whose electrode faces move from column to
+    column, with Li specks between them and deposited Li across the mid-plane."""
+    rng = np.random.default_rng(seed)
     network = np.zeros((40, 12, 30), np.uint8)
     network[:5] = network[35:] = 3  # deposited Li outside the cell where the electrodes end
     for col in range(30):  # electrode faces that move from column to column
@@ -189,6 +186,18 @@ def test_tiles_give_the_labels_of_one_whole_tile(
     specks = rng.random(inside.shape) < 0.2
     inside[specks] = rng.choice([1, 2, 3], size=int(specks.sum()))
     inside[4:12, 2:8, 5:20] = 3  # deposited Li across the mid-plane, on both sides of it
+    return network
+
+
+@pytest.mark.parametrize(("tile_cols", "tile_depth"), [(4, None), (None, 8), (4, 12)])
+def test_tiles_give_the_labels_of_one_whole_tile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tile_cols: int | None, tile_depth: int | None
+) -> None:
+    """Each tile takes its own columns of the interface maps and knows its layers' depth: with
+    interfaces that move from column to column, tiles of 4 columns or of 8 or 12 layers split
+    by side and remove small components exactly as one tile of all 30 columns and 40 layers
+    does."""
+    network = _moving_interfaces(11)
     settings = {"min_component_voxels": 4, "band_margin_um": 0.0}
     whole = _postprocess(network, tmp_path / "whole", **settings)
     _tiles(monkeypatch, tile_cols, tile_depth)
@@ -198,6 +207,32 @@ def test_tiles_give_the_labels_of_one_whole_tile(
     assert tile_depth is None or chunks[0] == tile_depth // 2
     np.testing.assert_array_equal(tiled, whole)
     assert len(np.unique(whole)) >= 6  # both electrodes, both Li sides, specks: a real split
+
+
+@pytest.mark.parametrize("side", ["start", "end"])
+def test_float32_interface_maps_give_the_labels_of_float64_maps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, side: str
+) -> None:
+    """The interface maps are kept in float32: the whole and half voxels they hold, filled
+    where a column has no gap and smoothed, then widened by the margin (a fraction of a voxel
+    here) and halved into the mid-plane, give the labels and the report of float64 maps."""
+    network = _moving_interfaces(3)
+    gapless = network[:, 4:6, 10:12]
+    gapless[gapless == 4] = 0  # columns without electrodes take their neighbours' interfaces
+    write_zarr(tmp_path / "net.zarr", network)
+    cell = Cell(voxel_size_um=1.33, plating_side=side)
+    results = {}
+    for dtype in (np.float64, np.float32):
+        monkeypatch.setattr(post, "MAP_DTYPE", dtype)
+        out = tmp_path / f"{np.dtype(dtype).name}.zarr"
+        report = post.postprocess_scan(
+            tmp_path / "net.zarr", out, NETWORK, cell, PostProcessSettings(min_component_voxels=4)
+        )
+        results[dtype] = (zarr.open_array(str(out), mode="r")[:], report)
+    (labels64, report64), (labels32, report32) = results[np.float64], results[np.float32]
+    np.testing.assert_array_equal(labels32, labels64)
+    assert report32 == report64
+    assert len(np.unique(labels32)) >= 6  # both electrodes, both Li sides, specks: a real split
 
 
 class _CountingRows:

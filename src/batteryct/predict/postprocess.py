@@ -77,6 +77,10 @@ CUBE_PIECE_VOXELS = 1 << 20
 LABELS_CHUNK_DEPTH = 64
 """Chunk depth of the analysis labels: 4 MiB chunks of a paper-size scan (zarr's cost per chunk
 is about a millisecond), read 64 slices at a time by TIFF export."""
+MAP_DTYPE = np.float32
+"""Interface maps (depth indices per column, NaN where none was found): float32 holds their whole
+and half voxels exactly below 2^23 layers, in half the memory of float64 (four maps and their
+smoothed copies: 0.2 GB instead of 0.4 GB for a paper-size scan's 1707 × 3896 columns)."""
 TILE_DEPTH = 256
 """Depth layers of a post-processing tile (rounded to whole chunks of the analysis labels): a
 tile's arrays, several bytes a voxel, then stay bounded whatever the scan's depth."""
@@ -176,7 +180,7 @@ def postprocess_scan(
         return {"enabled": False}
     lookup = _network_lookup(class_names)
     electrode_id = lookup["electrode"]
-    maps = [np.full(shape[1:], np.nan) for _ in range(4)]
+    maps = [np.full(shape[1:], np.nan, MAP_DTYPE) for _ in range(4)]
 
     def interfaces(
         tile: tuple[slice, slice],
@@ -202,8 +206,9 @@ def postprocess_scan(
         smoothed = list(_in_order(lambda m: _fill_and_smooth(m, settings.smooth_columns), maps))
     else:  # no electrolyte gap anywhere: cut the volume into two halves, as the paper did
         log.warning("no separate electrode layers in %s; splitting at half depth", network_labels)
-        half = np.full(shape[1:], (shape[0] - 1) / 2)
-        smoothed = [np.zeros(shape[1:]), half, half, np.full(shape[1:], shape[0] - 1.0)]
+        half = np.full(shape[1:], (shape[0] - 1) / 2, MAP_DTYPE)
+        last = np.full(shape[1:], shape[0] - 1, MAP_DTYPE)
+        smoothed = [np.zeros(shape[1:], MAP_DTYPE), half, half, last]
     outer1, inner1, inner2, outer2 = smoothed
     middle = (inner1 + inner2) / 2
     plating_at_end = cell.plating_side == "end"
@@ -246,8 +251,10 @@ def postprocess_scan(
         "enabled": True,
         "plating_side": cell.plating_side,
         "interfaces": "found per column" if found else "not found: split at half depth",
-        "mean_interfaces_depth_vox": [float(np.mean(m)) for m in (outer1, inner1, inner2, outer2)],
-        "mean_gap_vox": float(np.mean(inner2 - inner1)),
+        "mean_interfaces_depth_vox": [
+            float(np.mean(m, dtype=np.float64)) for m in (outer1, inner1, inner2, outer2)
+        ],
+        "mean_gap_vox": float(np.mean(inner2 - inner1, dtype=np.float64)),
         "small_components_removed_voxels": int(removed),
     }
 
@@ -412,7 +419,8 @@ def _split_by_side(
     numpy widens to 8 bytes a voxel, then stays in the cache (2-5× faster than whole slabs)."""
     flat_table = table.ravel()
     classes = np.uint8(table.shape[1])
-    low, high = outer1 - margin, outer2 + margin
+    low = np.subtract(outer1, margin, dtype=np.float64)
+    high = np.add(outer2, margin, dtype=np.float64)
     pieces = list(_depth_pieces(block.shape, SPLIT_PIECE_VOXELS))
     piece = (pieces[0][1], *block.shape[1:])
     index, in_cell, plating_side = (
