@@ -13,12 +13,14 @@ import zarr
 from monai.inferers import sliding_window_inference
 from scipy import ndimage
 
+from batteryct.greyvalues import GreyScale
 from batteryct.io import write_zarr
 from batteryct.predict import InferenceSettings, PostProcessSettings, SlidingWindowEngine
 from batteryct.predict import engine as engine_module
 from batteryct.predict import postprocess as post
 from batteryct.predict.engine import argmax_uint8, entropy_uint8, from_logits, quantised
 from batteryct.predict.postprocess import find_interfaces
+from batteryct.predict.volume import Outputs, segment_block
 from batteryct.series import Cell
 from tests.predict.test_engine import _net
 from tests.predict.test_postprocess_and_combine import NETWORK, _postprocess
@@ -413,6 +415,35 @@ def test_side_split_in_pieces_matches_the_whole_block_rule(
     found = post._split_by_side(block, table, outer1, outer2, middle, plating_at_end, margin)
     np.testing.assert_array_equal(found, expected)
     assert len(np.unique(found)) == len(np.unique(table))  # every class on some side
+
+
+@pytest.mark.parametrize("pixels", [40 * 70, 2 * 40 * 70, 100])
+def test_a_cpu_engine_takes_fewer_slices_at_once_where_they_exceed_its_pixels(
+    monkeypatch: pytest.MonkeyPatch, pixels: int
+) -> None:
+    """On a CPU the engine's calls hold at most CPU_CALL_PIXELS of slices (always one slice at
+    least), the earlier axes' probabilities cut alike: the labels, entropy and probabilities of
+    calls of `slices_per_batch` slices, byte for byte."""
+    rng = np.random.default_rng(2)
+    stack = rng.integers(0, 256, (7, 40, 70), dtype=np.uint8)
+    earlier = [rng.random((3, 7, 40, 70), dtype=np.float32).astype(np.float16)]
+    engine = SlidingWindowEngine(_net(), (32, 32), InferenceSettings(precision="fp32"))
+    outputs = Outputs(entropy=True, probabilities=True)
+    whole = segment_block(engine, stack, "depth", 4, 0, GreyScale(0, 255), outputs, "s", earlier)
+    calls: list[int] = []
+    segment = engine.segment
+
+    def counted(slices: torch.Tensor, *args: object) -> object:
+        calls.append(len(slices))
+        return segment(slices, *args)
+
+    monkeypatch.setattr(engine, "segment", counted)
+    monkeypatch.setattr(engine_module, "CPU_CALL_PIXELS", pixels)
+    capped = segment_block(engine, stack, "depth", 4, 0, GreyScale(0, 255), outputs, "s", earlier)
+    per_call = max(1, pixels // (40 * 70))
+    assert calls == [per_call] * (7 // per_call) + ([7 % per_call] if 7 % per_call else [])
+    for name, block in whole.items():
+        np.testing.assert_array_equal(capped[name], block, err_msg=name)
 
 
 def test_multi_axis_mean_equals_numpys() -> None:

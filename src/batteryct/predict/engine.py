@@ -33,6 +33,9 @@ GPU_BATCH_SIZE = 32
 """Windows per forward pass on a GPU: 1.47× the windows/s of 8 on an H100 at window 512, and
 more than 64 (BENCHMARKS.md)."""
 CPU_BATCH_SIZE = 8
+CPU_CALL_PIXELS = 1 << 22
+"""Slice pixels per call of the engine on a CPU (see `slices_per_call`): float32 logits of 5
+classes, 80 MiB, where 4 whole slices of a paper-size scan's 1707 × 3896 would take 0.5 GiB."""
 CPU_PIECE_BYTES = 4 << 20
 """Logits per piece of the label and entropy stage on a CPU: its passes stay in the cache."""
 SHIFTED_LOGIT_FLOOR = -80.0
@@ -145,6 +148,14 @@ class SlidingWindowEngine:
     def check_fits(self, height: int, width: int, where: str) -> None:
         """A clear error when slices are smaller than one window."""
         check_window_fits(self.window, height, width, where)
+
+    def slices_per_call(self, requested: int, height: int, width: int) -> int:
+        """How many slices of height × width to pass to one call: `requested`, but on a CPU, where
+        the blended logits are host memory, no more than CPU_CALL_PIXELS hold (at least one).
+        On a GPU they stay on the device and only uint8 comes back."""
+        if self.device.type == "cuda":
+            return requested
+        return max(1, min(requested, CPU_CALL_PIXELS // (height * width)))
 
     def _network(self, windows: torch.Tensor) -> torch.Tensor:
         """Logits of a batch of windows in the network's precision (bf16 or float32); with

@@ -80,6 +80,8 @@ class PredictSettings:
     slab: int = 16
     """Slices per unit of work (and chunk edge along the predicted axis)."""
     slices_per_batch: int = 4
+    """Slices segmented at once (fewer on a CPU for slices over a megapixel, see
+    `SlidingWindowEngine.slices_per_call`)."""
     outputs: Outputs = field(default_factory=Outputs)
     export_tiffs: bool = False
     scans: tuple[str, ...] | None = None

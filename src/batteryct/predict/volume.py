@@ -188,7 +188,7 @@ def segment_block(
     slices_first = [torch.from_numpy(np.moveaxis(part, position + 1, 0)) for part in earlier]
     parts: dict[str, list[np.ndarray]] = {"labels_net": [], "entropy": [], "probabilities": []}
     for first, slices in _batches(engine, stack, slices_per_batch, seed, scale, where):
-        others = [part[first : first + slices_per_batch] for part in slices_first]
+        others = [part[first : first + len(slices)] for part in slices_first]
         result = engine.segment(slices, outputs.entropy, outputs.probabilities, others)
         parts["labels_net"].append(result.labels.numpy())
         if result.entropy is not None:
@@ -234,13 +234,15 @@ def _batches(
     where: str,
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """(first slice, slices (N, 1, H, W) on the engine's device on the model's 0-1 scale) of
-    each batch of a stack from `read_block`: grey values go to the device as stored. Checks
-    first that the slices hold a window, and seeds torch with `seed` (Monte-Carlo dropout
-    then draws the same masks on a resumed run)."""
+    each batch of a stack from `read_block`: `slices_per_batch` slices, fewer where the engine
+    caps them (`SlidingWindowEngine.slices_per_call`); grey values go to the device as stored.
+    Checks first that the slices hold a window, and seeds torch with `seed` (Monte-Carlo
+    dropout then draws the same masks on a resumed run)."""
     engine.check_fits(stack.shape[1], stack.shape[2], where)
     torch.manual_seed(seed)
-    for first in range(0, stack.shape[0], slices_per_batch):
-        batch = torch.from_numpy(np.ascontiguousarray(stack[first : first + slices_per_batch]))
+    count = engine.slices_per_call(slices_per_batch, stack.shape[1], stack.shape[2])
+    for first in range(0, stack.shape[0], count):
+        batch = torch.from_numpy(np.ascontiguousarray(stack[first : first + count]))
         yield first, scale.apply_tensor(batch.to(engine.device, non_blocking=True))[:, None]
 
 
