@@ -301,9 +301,9 @@ def inference_settings(args: argparse.Namespace) -> Any:
 
 def end_to_end(
     args: argparse.Namespace, folder: Path, series: Path, ckpt: Path
-) -> tuple[float, float]:
+) -> tuple[float, float, dict[str, float]]:
     """Wall and CPU seconds (all threads) of one `predict_series` run as predict.py makes it
-    (fresh output folder)."""
+    (fresh output folder), and the wall seconds of each stage that its summary records."""
     from rich.console import Console
 
     from batteryct.predict import (
@@ -333,7 +333,9 @@ def end_to_end(
         trainer,
         console=Console(quiet=True),
     )
-    return time.perf_counter() - start, time.process_time() - cpu_start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    summary = json.loads((folder / "predictions" / "summary" / "scan.json").read_text())
+    return wall, cpu, summary["stage_seconds"]
 
 
 def main() -> None:
@@ -422,11 +424,14 @@ def main() -> None:
             )
             results["postprocess_mvoxel_per_s"] = scaling
         runs = sorted(
-            end_to_end(args, folder / f"run_{attempt}", series, ckpt)
-            for attempt in range(args.repeats)
+            (
+                end_to_end(args, folder / f"run_{attempt}", series, ckpt)
+                for attempt in range(args.repeats)
+            ),
+            key=lambda run: run[0],
         )
-    seconds, cpu_seconds = runs[0]
-    median = float(np.median([wall for wall, _ in runs]))
+    seconds, cpu_seconds, stages = runs[0]
+    median = float(np.median([wall for wall, _, _ in runs]))
     rate = voxels / seconds
     paper = int(np.prod(PAPER_SCAN)) / rate
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -443,9 +448,14 @@ def main() -> None:
         ),
         flush=True,
     )
+    print(
+        "  its stages (wall): " + ", ".join(f"{k} {v:.2f} s" for k, v in stages.items()),
+        flush=True,
+    )
     results.update(
         end_to_end_s=seconds,
-        end_to_end_runs_s=[wall for wall, _ in runs],
+        end_to_end_runs_s=[wall for wall, _, _ in runs],
+        end_to_end_stage_s=stages,
         cpu_s=cpu_seconds,
         mvoxel_per_s=rate / 1e6,
         paper_scan_s=paper,

@@ -211,6 +211,34 @@ def test_tiles_give_the_labels_of_one_whole_tile(
     assert len(np.unique(whole)) >= 6  # both electrodes, both Li sides, specks: a real split
 
 
+@pytest.mark.parametrize(("chunk_depth", "slab_rows"), [(7, 5), (40, 12), (16, 3)])
+def test_interfaces_read_a_chunks_layers_at_a_time_equal_those_of_the_whole_volume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk_depth: int, slab_rows: int
+) -> None:
+    """The interface pass reads each slab of rows a chunk's layers at a time (7 and 16 do not
+    divide the 40 layers); its maps are those of `find_interfaces` on the whole volume."""
+    network = _moving_interfaces(3)
+    source = tmp_path / "net.zarr"
+    write_zarr(source, network, chunks=(chunk_depth, 4, 30))
+    raw_maps: list[np.ndarray] = []
+    fill_and_smooth = post._fill_and_smooth
+
+    def noted(values: np.ndarray, size: int) -> np.ndarray:
+        raw_maps.append(values.copy())
+        return fill_and_smooth(values, size)
+
+    monkeypatch.setattr(post, "_fill_and_smooth", noted)
+    monkeypatch.setattr(post, "workers", lambda: 1)  # the maps come in order
+    cell = Cell(voxel_size_um=1.0, plating_side="end")
+    settings = PostProcessSettings(slab_rows=slab_rows)
+    post.postprocess_scan(source, tmp_path / "out.zarr", NETWORK, cell, settings)
+    expected = find_interfaces(network == NETWORK.index("electrode"))
+    assert len(raw_maps) == 4
+    for found, whole in zip(raw_maps, expected, strict=True):
+        np.testing.assert_array_equal(found, whole.astype(post.MAP_DTYPE))
+    assert np.isfinite(expected[1]).all()  # every column has a gap: maps worth comparing
+
+
 @pytest.mark.parametrize("side", ["start", "end"])
 def test_float32_interface_maps_give_the_labels_of_float64_maps(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, side: str

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -100,8 +102,43 @@ def test_a_finished_scan_is_skipped(
     shown, shown_again = first.export_text(), again.export_text()
     for stage in ("interfaces", "post-processing"):  # the stages of post-processing show
         assert re.search(rf"scan_00 {stage} .* 100%", shown)
-        assert stage not in shown_again
+        assert f"scan_00 {stage}" not in shown_again  # no progress: not run again
     assert "scan_00: already segmented, skipped" in shown_again
+
+
+def test_the_summary_gives_each_stage_its_wall_seconds(
+    small_checkpoint: Path,
+    small_series_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Post-processing, wrapped, notes its own clock as it starts each stage and as it returns:
+    the summary's seconds per stage agree with those times and add up to the scan's seconds."""
+    postprocess = run_module.postprocess_scan
+    heard: dict[str, float] = {}
+
+    def timed(*args: Any) -> dict[str, object]:
+        *inputs, advance = args
+
+        def noting(stage: str, voxels: int) -> None:
+            heard.setdefault(stage, time.perf_counter())
+            advance(stage, voxels)
+
+        report = postprocess(*inputs, noting)
+        heard["returned"] = time.perf_counter()
+        return report
+
+    monkeypatch.setattr(run_module, "postprocess_scan", timed)
+    out = tmp_path / "out"
+    predict(small_checkpoint, small_series_dir / "series.yaml", out, scans=("scan_00",))
+    summary = json.loads((out / "summary" / "scan_00.json").read_text())
+    stages = summary["stage_seconds"]
+    assert list(stages) == ["segmentation", "interfaces", "post-processing", "publication"]
+    interfaces = heard["post-processing"] - heard["interfaces"]
+    assert stages["interfaces"] == pytest.approx(interfaces, abs=0.01)
+    assert stages["post-processing"] >= heard["returned"] - heard["post-processing"] - 0.01
+    assert stages["segmentation"] > 0 and stages["publication"] >= 0
+    assert sum(stages.values()) == pytest.approx(summary["seconds"], abs=0.005)
 
 
 def test_slices_are_ranked_beside_post_processing_and_a_failure_publishes_nothing(

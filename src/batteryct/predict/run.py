@@ -479,17 +479,30 @@ def _tracked(work: Any, bar: Progress, task: TaskID, unit: _Unit, device: torch.
     return voxels
 
 
-def _stage_tasks(bar: Progress, scan_id: str, voxels: int) -> Callable[[str, int], None]:
+def _stage_tasks(
+    bar: Progress, scan_id: str, voxels: int, began: dict[str, float]
+) -> Callable[[str, int], None]:
     """An `advance(stage, voxels done)` that shows each stage as a task of `bar`, out of the
-    scan's `voxels`."""
+    scan's `voxels`, and notes in `began` the wall-clock time each stage was first heard of."""
     tasks: dict[str, TaskID] = {}
 
     def advance(stage: str, done: int) -> None:
         if stage not in tasks:
+            began[stage] = time.perf_counter()
             tasks[stage] = bar.add_task(f"{scan_id} {stage}", total=voxels)
         bar.advance(tasks[stage], done)
 
     return advance
+
+
+def _stage_seconds(began: dict[str, float], finished: float) -> dict[str, float]:
+    """Wall seconds of each stage, in order, from the times they `began` (a dict in the order
+    they did) to the next one's start, the last one's to `finished`."""
+    starts = list(began.values())
+    return {
+        stage: round(end - start, 3)
+        for stage, start, end in zip(began, starts, [*starts[1:], finished], strict=True)
+    }
 
 
 class _VoxelRate(ProgressColumn):
@@ -533,6 +546,7 @@ def _finish_scan(
     out, work = folder.out, folder.work(scan.id)
     voxels = int(np.prod(image.shape))
     publishing = work / PUBLISHING
+    stages = {"segmentation": started}  # stage: wall-clock time it began
     if not publishing.exists():
         with ThreadPoolExecutor(1, thread_name_prefix="batteryct-ranking") as beside:
             ranking = (  # beside post-processing, which keeps the CPUs only partly busy
@@ -552,12 +566,13 @@ def _finish_scan(
                     model.class_names,
                     series.cell,
                     postprocess,
-                    _stage_tasks(bar, scan.id, voxels),
+                    _stage_tasks(bar, scan.id, voxels, stages),
                 )
             if ranking is not None:
                 ranking.result()
         done_by = CompletionRecord(work / "done").done_by()
         write_json_atomic(publishing, {"postprocess": report, "slabs_by_job": dict(done_by)})
+    stages["publication"] = time.perf_counter()
     record = json.loads(publishing.read_text())
     names = ["labels", "labels_net"]
     names += ["probabilities"] if settings.outputs.probabilities else []
@@ -575,12 +590,14 @@ def _finish_scan(
             out / "tiff" / f"{scan.id}_labels.tif",
             voxel_size_um=series.cell.voxel_size_um,
         )
-    seconds = time.perf_counter() - started
+    finished = time.perf_counter()
+    seconds = finished - started
     summary = {
         "scan": scan.id,
         "seconds": seconds,
         "voxels": voxels,
         "voxels_per_s": voxels / seconds if seconds > 0 else None,
+        "stage_seconds": _stage_seconds(stages, finished),
         "axes": list(axes),
         "grey_values": {
             "dtype": image.dtype.name,
@@ -663,12 +680,18 @@ def _write_manifest(
 
 def _print_summary(summaries: dict[str, dict[str, Any]], console: Console) -> None:
     table = Table(title="Segmentation time and throughput per scan")
-    for column in ("scan", "voxels", "seconds", "voxels/s"):
-        table.add_column(column, justify="right" if column != "scan" else "left")
+    for column in ("scan", "voxels", "seconds", "voxels/s", "seconds by stage"):
+        left = column in ("scan", "seconds by stage")
+        table.add_column(column, justify="left" if left else "right")
     for scan_id, s in summaries.items():
         rate = s.get("voxels_per_s")
+        stages = ", ".join(f"{k} {v:.1f}" for k, v in s.get("stage_seconds", {}).items())
         table.add_row(
-            scan_id, f"{s['voxels']:,}", f"{s['seconds']:.1f}", f"{rate:,.0f}" if rate else "-"
+            scan_id,
+            f"{s['voxels']:,}",
+            f"{s['seconds']:.1f}",
+            f"{rate:,.0f}" if rate else "-",
+            stages or "-",
         )
     console.print(table)
 
