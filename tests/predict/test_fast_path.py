@@ -4,6 +4,7 @@ on the device, and post-processing in threads."""
 from __future__ import annotations
 
 import itertools
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from batteryct.predict.engine import argmax_uint8, entropy_uint8, from_logits, q
 from batteryct.predict.postprocess import find_interfaces
 from batteryct.predict.volume import Outputs, segment_block
 from batteryct.series import Cell
+from tests.conftest import SMALL_VOXEL_UM
 from tests.predict.test_engine import _net
 from tests.predict.test_postprocess_and_combine import NETWORK, _postprocess
 
@@ -237,6 +239,38 @@ def test_interfaces_read_a_chunks_layers_at_a_time_equal_those_of_the_whole_volu
     for found, whole in zip(raw_maps, expected, strict=True):
         np.testing.assert_array_equal(found, whole.astype(post.MAP_DTYPE))
     assert np.isfinite(expected[1]).all()  # every column has a gap: maps worth comparing
+
+
+@pytest.mark.parametrize(("chunk_depth", "band_chunks"), [(2, 2), (3, 4), (40, 2)])
+def test_bands_of_layers_give_the_labels_of_one_band(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk_depth: int, band_chunks: int
+) -> None:
+    """Post-processing reads the network labels in bands of whole chunks and whole tiles of 8
+    layers (here 8, 24 or all 40 layers), each with the 3 halo layers of the bands beside it:
+    no read spans more, and the labels are those of one band and one tile of all layers."""
+    network = _moving_interfaces(5)
+    settings = PostProcessSettings(min_component_voxels=4, band_margin_um=0.0, slab_rows=5)
+    whole = _postprocess(network, tmp_path / "whole", **asdict(settings))
+    _tiles(monkeypatch, None, 8)
+    monkeypatch.setattr(post, "BAND_CHUNKS", band_chunks)
+    reads: list[slice] = []
+    slabs_with_halo = post._slabs_with_halo
+
+    def noted(source: object, slab_rows: int, halo: int, layers: slice) -> object:
+        reads.append(layers)
+        return slabs_with_halo(source, slab_rows, halo, layers)
+
+    monkeypatch.setattr(post, "_slabs_with_halo", noted)
+    write_zarr(tmp_path / "net.zarr", network, chunks=(chunk_depth, 4, 30))
+    cell = Cell(voxel_size_um=SMALL_VOXEL_UM, plating_side="end")
+    post.postprocess_scan(tmp_path / "net.zarr", tmp_path / "out.zarr", NETWORK, cell, settings)
+    band = post.read_band_depth(chunk_depth, 8, 40)
+    assert band == {2: 8, 3: 24, 40: 40}[chunk_depth]
+    assert len(reads) == -(-40 // band)
+    assert all(layers.stop - layers.start <= band + 2 * 3 for layers in reads)
+    banded = zarr.open_array(str(tmp_path / "out.zarr"), mode="r")[:]
+    np.testing.assert_array_equal(banded, whole)
+    assert len(np.unique(whole)) >= 6  # both electrodes, both Li sides, specks: a real split
 
 
 @pytest.mark.parametrize("side", ["start", "end"])

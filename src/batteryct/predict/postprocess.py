@@ -21,8 +21,10 @@
    with a halo of `min_component_voxels - 1` rows, columns and layers on each side, so memory
    stays bounded whatever the scan's size and the decision is still exact for the whole volume:
    a component that reaches the halo's edge spans more rows (columns, layers) than a small
-   component can. Each row is read once (halos come from the neighbouring slabs read before
-   and after).
+   component can. The labels are read in bands of layers (whole chunks, at least BAND_CHUNKS
+   of them, so memory stays bounded however deep the scan) and, within a band, in slabs of
+   rows, each row once (row halos come from the neighbouring slabs read before and after;
+   layer halos from the chunks of the bands beside, decompressed again).
    Tiles are post-processed in threads (numpy and scipy release the GIL), each writing its
    result as whole chunks of its own from its thread; a tile's labels depend only on the
    network labels, so they are those of a serial pass.
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 import threading
 from collections import deque
@@ -83,6 +86,9 @@ MAP_DTYPE = np.float32
 """Interface maps (depth indices per column, NaN where none was found): float32 holds their whole
 and half voxels exactly below 2^23 layers, in half the memory of float64 (four maps and their
 smoothed copies: 0.2 GB instead of 0.4 GB for a paper-size scan's 1707 × 3896 columns)."""
+BAND_CHUNKS = 8
+"""Chunks of the network labels, along depth, that post-processing reads at least at once (see
+`read_band_depth`)."""
 TILE_DEPTH = 256
 """Depth layers of a post-processing tile (rounded to whole chunks of the analysis labels): a
 tile's arrays, several bytes a voxel, then stay bounded whatever the scan's depth."""
@@ -310,32 +316,45 @@ class _Tile:
         return layers, rows, cols
 
 
+def read_band_depth(chunk_depth: int, tile_depth: int, depth: int) -> int:
+    """Layers of the network labels that post-processing reads at once: whole tiles and whole
+    chunks, at least BAND_CHUNKS chunks (a band's halo layers come from its neighbours' chunks,
+    decompressed again: at most 2 / BAND_CHUNKS more), all layers where that is as many."""
+    step = math.lcm(chunk_depth, tile_depth)
+    return min(-(-max(BAND_CHUNKS * chunk_depth, tile_depth) // step) * step, depth)
+
+
 def _tiles_with_halo(
     source: Any, slab_rows: int, tile_cols: int, tile_depth: int, halo: int
 ) -> Iterator[_Tile]:
-    """Each slab of `slab_rows` rows (see `_slabs_with_halo`), cut into tiles of `tile_depth`
-    layers by `tile_cols` columns, each with up to `halo` layers and columns of its neighbours
-    on each side."""
+    """Each band of layers (`read_band_depth`), each slab of `slab_rows` rows of it (see
+    `_slabs_with_halo`), cut into tiles of `tile_depth` layers by `tile_cols` columns, each with
+    up to `halo` layers and columns of its neighbours on each side."""
     depth, cols = source.shape[0], source.shape[2]
-    for start, stop, low, parts in _slabs_with_halo(source, slab_rows, halo):
-        rows = slice(low, low + sum(part.shape[1] for part in parts))
-        for top in range(0, depth, tile_depth):
-            bottom = min(top + tile_depth, depth)
-            layers = slice(max(top - halo, 0), min(bottom + halo, depth))
-            for first in range(0, cols, tile_cols):
-                end = min(first + tile_cols, cols)
-                around = slice(max(first - halo, 0), min(end + halo, cols))
-                core = (slice(top, bottom), slice(start, stop), slice(first, end))
-                views = [part[layers, :, around] for part in parts]
-                yield _Tile(core, (layers, rows, around), views)
+    band_depth = read_band_depth(source.chunks[0], tile_depth, depth)
+    for band_top in range(0, depth, band_depth):
+        band_bottom = min(band_top + band_depth, depth)
+        band = slice(max(band_top - halo, 0), min(band_bottom + halo, depth))
+        for start, stop, low, parts in _slabs_with_halo(source, slab_rows, halo, band):
+            rows = slice(low, low + sum(part.shape[1] for part in parts))
+            for top in range(band_top, band_bottom, tile_depth):
+                bottom = min(top + tile_depth, depth)
+                layers = slice(max(top - halo, 0), min(bottom + halo, depth))
+                in_band = slice(layers.start - band.start, layers.stop - band.start)
+                for first in range(0, cols, tile_cols):
+                    end = min(first + tile_cols, cols)
+                    around = slice(max(first - halo, 0), min(end + halo, cols))
+                    core = (slice(top, bottom), slice(start, stop), slice(first, end))
+                    views = [part[in_band, :, around] for part in parts]
+                    yield _Tile(core, (layers, rows, around), views)
 
 
 def _slabs_with_halo(
-    source: Any, slab_rows: int, halo: int
+    source: Any, slab_rows: int, halo: int, layers: slice = slice(None)
 ) -> Iterator[tuple[int, int, int, list[np.ndarray]]]:
     """(start, stop, low, views of rows low..high in order) of each slab of `slab_rows` rows of
-    `source`, with up to `halo` rows of its neighbours on each side; every row is read once, in
-    order."""
+    `source`'s `layers`, with up to `halo` rows of its neighbours on each side; every row is
+    read once, in order."""
     size = source.shape[1]
     held: deque[tuple[int, np.ndarray]] = deque()  # consecutive slabs read, first row each
     read_to = 0
@@ -343,7 +362,7 @@ def _slabs_with_halo(
         stop = min(start + slab_rows, size)
         low, high = max(start - halo, 0), min(stop + halo, size)
         while read_to < high:
-            held.append((read_to, np.asarray(source[:, read_to : read_to + slab_rows, :])))
+            held.append((read_to, np.asarray(source[layers, read_to : read_to + slab_rows, :])))
             read_to = min(read_to + slab_rows, size)
         while held[0][0] + held[0][1].shape[1] <= low:
             held.popleft()
