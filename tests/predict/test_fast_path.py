@@ -223,14 +223,13 @@ def test_interfaces_read_a_chunks_layers_at_a_time_equal_those_of_the_whole_volu
     source = tmp_path / "net.zarr"
     write_zarr(source, network, chunks=(chunk_depth, 4, 30))
     raw_maps: list[np.ndarray] = []
-    fill_and_smooth = post._fill_and_smooth
+    filled_and_smoothed = post._filled_and_smoothed
 
-    def noted(values: np.ndarray, size: int) -> np.ndarray:
-        raw_maps.append(values.copy())
-        return fill_and_smooth(values, size)
+    def noted(maps: list[np.ndarray], size: int) -> list[np.ndarray]:
+        raw_maps.extend(m.copy() for m in maps)
+        return filled_and_smoothed(maps, size)
 
-    monkeypatch.setattr(post, "_fill_and_smooth", noted)
-    monkeypatch.setattr(post, "workers", lambda: 1)  # the maps come in order
+    monkeypatch.setattr(post, "_filled_and_smoothed", noted)
     cell = Cell(voxel_size_um=1.0, plating_side="end")
     settings = PostProcessSettings(slab_rows=slab_rows)
     post.postprocess_scan(source, tmp_path / "out.zarr", NETWORK, cell, settings)
@@ -239,6 +238,26 @@ def test_interfaces_read_a_chunks_layers_at_a_time_equal_those_of_the_whole_volu
     for found, whole in zip(raw_maps, expected, strict=True):
         np.testing.assert_array_equal(found, whole.astype(post.MAP_DTYPE))
     assert np.isfinite(expected[1]).all()  # every column has a gap: maps worth comparing
+
+
+@pytest.mark.parametrize("missing", [0.0, 0.3, 0.95])
+def test_maps_are_filled_from_the_nearest_column_and_smoothed_as_scipy_does_each(
+    missing: float,
+) -> None:
+    """Columns without interfaces (NaN in all four maps) take the nearest column's values, found
+    once for the four maps: the same as filling and filtering each map on its own with scipy."""
+    rng = np.random.default_rng(4)
+    bad = rng.random((23, 31)) < missing
+    maps = [rng.integers(0, 60, bad.shape).astype(post.MAP_DTYPE) for _ in range(4)]
+    for m in maps:
+        m[bad] = np.nan
+    for m, found in zip(maps, post._filled_and_smoothed(maps, 5), strict=True):
+        filled = m
+        if bad.any():
+            nearest = ndimage.distance_transform_edt(bad, return_indices=True)[1]
+            filled = m[tuple(nearest)]
+        np.testing.assert_array_equal(found, ndimage.median_filter(filled, 5, mode="nearest"))
+        assert not np.isnan(found).any()
 
 
 @pytest.mark.parametrize(("chunk_depth", "band_chunks"), [(2, 2), (3, 4), (40, 2)])

@@ -156,12 +156,22 @@ def interfaces_of_layers(
     return outer_first, inner_first, inner_second, outer_second
 
 
-def _fill_and_smooth(values: np.ndarray, size: int) -> np.ndarray:
-    bad = np.isnan(values)
+def _filled_and_smoothed(maps: list[np.ndarray], size: int) -> list[np.ndarray]:
+    """The interface maps, each column without interfaces (NaN in every map alike) given those
+    of the nearest column with them, then median-filtered over `size` × `size` columns. The
+    nearest columns are found once for all the maps, which are then filtered in threads."""
+    bad = np.isnan(maps[0])
+    nearest = None
     if bad.any():
-        nearest = ndimage.distance_transform_edt(bad, return_distances=False, return_indices=True)
-        values = values[tuple(nearest)]
-    return ndimage.median_filter(values, size=max(1, size), mode="nearest")
+        found = ndimage.distance_transform_edt(bad, return_distances=False, return_indices=True)
+        nearest = np.ravel_multi_index(tuple(found), bad.shape)
+        del found
+
+    def smoothed(values: np.ndarray) -> np.ndarray:
+        filled = values if nearest is None else np.take(values, nearest)
+        return ndimage.median_filter(filled, size=max(1, size), mode="nearest")
+
+    return list(_in_order(smoothed, maps))
 
 
 def postprocess_scan(
@@ -223,12 +233,13 @@ def postprocess_scan(
         done("interfaces", shape[0] * found_maps[0].size)
     found = not np.isnan(maps[1]).all()
     if found:
-        smoothed = list(_in_order(lambda m: _fill_and_smooth(m, settings.smooth_columns), maps))
+        smoothed = _filled_and_smoothed(maps, settings.smooth_columns)
     else:  # no electrolyte gap anywhere: cut the volume into two halves, as the paper did
         log.warning("no separate electrode layers in %s; splitting at half depth", network_labels)
         half = np.full(shape[1:], (shape[0] - 1) / 2, MAP_DTYPE)
         last = np.full(shape[1:], shape[0] - 1, MAP_DTYPE)
         smoothed = [np.zeros(shape[1:], MAP_DTYPE), half, half, last]
+    del maps  # the smoothed maps take their place while the tiles are post-processed
     outer1, inner1, inner2, outer2 = smoothed
     middle = (inner1 + inner2) / 2
     plating_at_end = cell.plating_side == "end"
