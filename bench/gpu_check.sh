@@ -14,7 +14,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-gpu_check_out}"
 mkdir -p "$out"
-if [ -d bench/wheels ] && compgen -G "bench/wheels/*.whl" >/dev/null; then
+# the wheels are for the GPU machine's Python; --tiny runs on this machine's packages
+if [ "${1:-}" != "--tiny" ] && compgen -G "bench/wheels/*.whl" >/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/batteryct-site bench/wheels/*.whl
     export PYTHONPATH="/tmp/batteryct-site:${PYTHONPATH:-}"
